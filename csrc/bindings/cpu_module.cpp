@@ -1,0 +1,36 @@
+// pybind11 entry point of mkefast._C: CPU kernels. Tensors arrive as raw pointers plus sizes; the Python
+// side (mkefast.backends.cpu) allocates every buffer and checks shapes, dtypes and contiguity.
+#include <pybind11/pybind11.h>
+
+#include "cpu/ops.h"
+
+#ifdef MKEFAST_WITH_OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+py::dict build_info() {
+  py::dict info;
+#ifdef MKEFAST_WITH_OPENMP
+  info["openmp"] = true;
+  info["openmp_version"] = static_cast<int>(_OPENMP);
+  info["max_threads"] = omp_get_max_threads();
+#else
+  info["openmp"] = false;
+  info["openmp_version"] = 0;
+  info["max_threads"] = 1;
+#endif
+  info["compiler"] = MKEFAST_CXX_COMPILER;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mkefast CPU kernels (C++/OpenMP); raw-pointer interface, no libtorch";
+  m.def("build_info", &build_info, "How this module was compiled.");
+  mkefast::cpu::register_ops(m);
+}

@@ -1,0 +1,12 @@
+// Collects the CPU ops of this folder into mkefast._C.
+#include "cpu/ops.h"
+
+namespace mkefast::cpu {
+
+void register_cosine_rec(pybind11::module_& m);
+
+void register_ops(pybind11::module_& m) {
+  register_cosine_rec(m);
+}
+
+}  // namespace mkefast::cpu

@@ -1,0 +1,1 @@
+"""Triton kernels of mkefast, shipped in the wheel as mkefast.kernels.triton."""

@@ -1,0 +1,115 @@
+"""Backend registry and selection.
+
+Every backend module (`reference`, `cpu`, `cuda`, `triton`) exposes the same host functions with the same
+signatures, so that `mkefast.ops` can call any of them:
+
+- `soft_pu_fwd(fused, unimodal, targets, options) -> SoftPUStats`
+- `soft_pu_bwd(fused, unimodal, targets, options, stats, grad_lb, grad_ulb, needs_fused, needs_unimodal)
+  -> (grad_fused | None, grad_unimodal | None)`
+- `cosine_rec_fwd(reconstruction, target) -> loss`
+- `cosine_rec_bwd(reconstruction, target, grad_loss, needs_reconstruction, needs_target)
+  -> (grad_reconstruction | None, grad_target | None)`
+- `unsupported_reason(op, device, dtype) -> str | None`: None when the backend can run `op` on such tensors.
+
+See `mkefast.ops.soft_pu` for the tensors' shapes and dtypes.
+
+Choice: the `backend=` argument, else the environment variable `MKEFAST_BACKEND`, else `"auto"`, which
+picks the fastest backend that is built, matches the device and supports the call, and logs once why a
+faster one was skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from types import ModuleType
+
+import torch
+
+from mkefast._build import BACKEND_NAMES, backend_unavailable_reason
+
+__all__ = ["BACKEND_NAMES", "BackendUnavailableError", "get_backend", "resolve_backend"]
+
+_log = logging.getLogger("mkefast")
+_warned: set[tuple[str, str]] = set()
+
+# Preference order of `auto`, fastest first, per device type.
+_AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend asked for by name cannot run here (not built, no device, or unsupported input)."""
+
+
+def get_backend(name: str) -> ModuleType:
+    """The module implementing backend `name` (imported on first use)."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend: expected one of {(*BACKEND_NAMES, 'auto')}, got {name!r}")
+    return importlib.import_module(f"mkefast.backends.{name}")
+
+
+def _why_not(name: str, op: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    reason = backend_unavailable_reason(name)
+    if reason is None:
+        reason = get_backend(name).unsupported_reason(op, device, dtype)
+    return reason
+
+
+# Feature size from which `auto` prefers the chunked cuBLAS path (`cuda`) over the fused Triton tiles for
+# soft-PU on a GPU: the per-chunk GEMMs then dominate and cuBLAS wins. See benchmarks/README.md.
+CHUNKED_MIN_DIM = 1024
+
+
+def _auto_order(op: str, device: torch.device, dim: int) -> tuple[str, ...]:
+    order = _AUTO_ORDER.get(device.type, ("reference",))
+    if op == "soft_pu" and device.type == "cuda" and dim >= CHUNKED_MIN_DIM:
+        return ("cuda", "triton", "reference")
+    return order
+
+
+def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype, dim: int = 0) -> str:
+    """The backend to run `op` on tensors of `device`/`dtype` with, for the user's choice `name`.
+
+    Args:
+        name: a backend name or `"auto"`; `"auto"` is replaced by `MKEFAST_BACKEND` when that is set.
+        op: `"soft_pu"` or `"cosine_rec"`.
+        device: the inputs' device.
+        dtype: the inputs' floating dtype.
+        dim: the feature size d (it moves the GPU choice between the fused and the chunked kernels).
+
+    Raises:
+        ValueError: `name` (or `MKEFAST_BACKEND`) is not a backend name.
+        BackendUnavailableError: a backend asked for by name cannot run these inputs here.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a str, got {type(name).__name__}")
+    source = "backend"
+    if name == "auto":
+        env = os.environ.get("MKEFAST_BACKEND", "").strip()
+        if env and env != "auto":
+            name, source = env, "MKEFAST_BACKEND"
+    if name != "auto":
+        if name not in BACKEND_NAMES:
+            raise ValueError(f"{source}: expected one of {(*BACKEND_NAMES, 'auto')}, got {name!r}")
+        reason = _why_not(name, op, device, dtype)
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"{source}={name!r} cannot run {op} on {device.type} {dtype}: {reason}; "
+                f"available here: {', '.join(_available_for(op, device, dtype))}"
+            )
+        return name
+    for candidate in _auto_order(op, device, dim):
+        reason = _why_not(candidate, op, device, dtype)
+        if reason is None:
+            return candidate
+        key = (candidate, f"{op}/{device.type}/{dtype}")
+        if key not in _warned:
+            _warned.add(key)
+            _log.info("mkefast: backend 'auto' skips %r for %s on %s %s: %s", candidate, op, device.type,
+                      dtype, reason)
+    return "reference"
+
+
+def _available_for(op: str, device: torch.device, dtype: torch.dtype) -> list[str]:
+    return [n for n in BACKEND_NAMES if _why_not(n, op, device, dtype) is None]

@@ -1,0 +1,9 @@
+"""The `cuda` backend (CUDA tensors)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def unsupported_reason(op: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    return "the cuda backend is not implemented yet"

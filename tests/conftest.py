@@ -1,0 +1,52 @@
+"""Test setup: the Triton interpreter on machines without a GPU, deterministic seeds, shared helpers."""
+
+from __future__ import annotations
+
+import os
+
+# Must happen before any module defining Triton kernels is imported.
+if "TRITON_INTERPRET" not in os.environ:
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest
+import torch
+
+import mkefast
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def backend_params(*, op: str = "soft_pu", include_reference: bool = False) -> list[object]:
+    """pytest params for every backend; unavailable ones are skipped with the reason."""
+    from mkefast._build import BACKEND_NAMES, backend_unavailable_reason
+
+    params = []
+    for name in BACKEND_NAMES:
+        if name == "reference" and not include_reference:
+            continue
+        reason = backend_unavailable_reason(name)
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def device_for(backend: str) -> torch.device:
+    """The device a backend's tests use: CUDA for the GPU backends when there is a GPU."""
+    if backend in ("cuda", "triton") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+__all__ = ["backend_params", "device_for", "mkefast", "requires_gpu"]
