@@ -36,7 +36,11 @@ def cuda_module() -> ModuleType | None:
 @functools.cache
 def triton_importable() -> tuple[bool, str | None]:
     """Whether `import triton` works, without importing it (that takes a second or two)."""
-    if importlib.util.find_spec("triton") is None:
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):  # ValueError: a module blocked or half-imported in sys.modules
+        spec = None
+    if spec is None:
         return False, "triton is not installed (pip install triton)"
     return True, None
 

@@ -11,7 +11,14 @@ signatures, so that `mkefast.ops` can call any of them:
   -> (grad_reconstruction | None, grad_target | None)`
 - `unsupported_reason(op, device, dtype) -> str | None`: None when the backend can run `op` on such tensors.
 
-See `mkefast.ops.soft_pu` for the tensors' shapes and dtypes.
+Shapes: fused `[B_a, d]`, unimodal `[M, B, d]` (both contiguous, one float dtype; normalized already when
+the user asked for it), targets per `mkefast.ops._common.SoftPUTargets` (arrays over the B candidates),
+stats and grad_lb / grad_ulb `[M, B_a]` in the accumulation dtype (float64 for float64 inputs, else
+float32). Anchor j is candidate `targets.row_offset + j`: in a single process row_offset = 0 and B_a = B;
+under torch.distributed a rank's anchors are its slice of the gathered candidates. Every backend must honour
+row_offset (the diagonal test k == j becomes k == row_offset + j, and the anchor's class, labeled flag and
+counts are read at row_offset + j). Gradients are returned in the accumulation dtype or the input dtype
+(the autograd Function casts them to the input dtype).
 
 Choice: the `backend=` argument, else the environment variable `MKEFAST_BACKEND`, else `"auto"`, which
 picks the fastest backend that is built, matches the device and supports the call, and logs once why a

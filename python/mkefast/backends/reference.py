@@ -27,24 +27,27 @@ def _soft_pu_terms(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, opti
     """The dense computation of SPEC §1; differentiable in `fused` and `unimodal`."""
     acc = _acc(fused.dtype)
     s, z = fused.to(acc), unimodal.to(acc)
-    b = s.shape[0]
-    logits = torch.einsum("jd,mkd->mjk", s, z) / options.temperature  # [M, B, B]
-    lse = torch.logsumexp(logits, dim=-1)  # [M, B]
+    b_a, b = s.shape[0], z.shape[1]
+    logits = torch.einsum("jd,mkd->mjk", s, z) / options.temperature  # [M, B_a, B]
+    lse = torch.logsumexp(logits, dim=-1)  # [M, B_a]
     nll = lse.unsqueeze(-1) - logits
 
+    # Anchor j is candidate row_offset + j (a rank's slice of the gathered batch under torch.distributed).
+    rows = torch.arange(b_a, device=s.device) + targets.row_offset
     cls, lab = targets.cls.to(torch.int64), targets.labeled
-    both = lab[:, None] & lab[None, :]
-    same = cls[:, None] == cls[None, :]
-    eye = torch.eye(b, dtype=torch.bool, device=s.device)
+    both = lab[rows, None] & lab[None, :]
+    same = cls[rows, None] == cls[None, :]
+    eye = rows[:, None] == torch.arange(b, device=s.device)[None, :]
     p11 = both & same
-    p10 = ~both & (eye | ((cls[:, None] >= 0) & same))
+    p10 = ~both & (eye | ((cls[rows, None] >= 0) & same))
     n11 = p11.sum(-1).to(acc)
     n10 = p10.sum(-1).to(acc)
 
     x = logits.detach()
     if options.rbf_space == "phi":
         x = x.exp()
-    ref = torch.where(n11 > 0, torch.where(p11, x, 0).sum(-1) / n11.clamp(min=1), torch.diagonal(x, dim1=-2, dim2=-1))
+    x_diag = x[:, torch.arange(b_a, device=s.device), rows]
+    ref = torch.where(n11 > 0, torch.where(p11, x, 0).sum(-1) / n11.clamp(min=1), x_diag)
     if options.rbf_enabled:
         w = torch.exp(-((x - ref.unsqueeze(-1)) ** 2) * options.inv_two_sigma_sq)
     else:
@@ -56,7 +59,7 @@ def _soft_pu_terms(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, opti
 
 
 def soft_pu_fwd(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
-    """Forward of the soft-PU loss. fused `[B, d]`, unimodal `[M, B, d]`; returns `[M, B]` statistics."""
+    """Forward of the soft-PU loss. fused `[B_a, d]`, unimodal `[M, B, d]`; returns `[M, B_a]` statistics."""
     with torch.no_grad():
         return _soft_pu_terms(fused, unimodal, targets, options)
 

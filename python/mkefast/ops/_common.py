@@ -32,6 +32,8 @@ class SoftPUOptions:
 class SoftPUTargets(NamedTuple):
     """The O(B) arrays from which every backend rebuilds the P11/P10 masks and their sizes.
 
+    Every array is over the B candidates; anchor j is candidate `row_offset + j` (see `row_offset`).
+
     With c_k = labels[k] if labeled[k] else pseudo_labels[k] (negative: no guess), remapped to dense ids:
 
         P11(j, k) = labeled[j] and labeled[k] and cls[j] == cls[k]
@@ -43,6 +45,10 @@ class SoftPUTargets(NamedTuple):
     n11: Tensor  # [B] float32: |P11(j)|
     n10: Tensor  # [B] float32: |P10(j)|
     num_classes: int  # C
+    # The anchors may be a slice of the candidate batch (torch.distributed: each rank holds B_a anchors and
+    # the gathered B candidates): anchor j is sample row_offset + j for every per-sample array above and
+    # for the diagonal test k == j. 0 in the single-process case, where B_a == B.
+    row_offset: int = 0
 
 
 class SoftPUStats(NamedTuple):
@@ -97,23 +103,25 @@ def logit_references(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, te
     r_j = <s_j, Σ_{k∈P11(j)} z_k> / (τ |P11(j)|) when j is labeled (P11(j) then holds j), else ℓ_jj.
 
     Args:
-        fused: `[B, d]` anchors.
+        fused: `[B_a, d]` anchors (anchor j is candidate `targets.row_offset + j`).
         unimodal: `[M, B, d]` candidates.
 
     Returns:
-        `[M, B]` float32 (float64 for float64 inputs).
+        `[M, B_a]` float32 (float64 for float64 inputs).
     """
     acc = torch.float64 if fused.dtype == torch.float64 else torch.float32
     s = fused.to(acc)
     z = unimodal.to(acc)
-    m, b, d = z.shape
-    diag = torch.einsum("bd,mbd->mb", s, z)
+    m, _, d = z.shape
+    rows = slice(targets.row_offset, targets.row_offset + s.shape[0])
+    diag = torch.einsum("bd,mbd->mb", s, z[:, rows])
     lab = targets.labeled
-    if not bool(lab.any()):
+    anchor_lab = lab[rows]
+    if not bool(anchor_lab.any()):
         return diag / temperature
     cls = targets.cls.to(torch.int64)
     sums = z.new_zeros(m, max(targets.num_classes, 1), d)
     sums.index_add_(1, cls[lab], z[:, lab])
-    own = sums[:, cls.clamp(min=0)]  # [M, B, d]: the class sum of each anchor's label
-    mean_dot = torch.einsum("bd,mbd->mb", s, own) / targets.n11.clamp(min=1).to(acc)
-    return torch.where(lab, mean_dot, diag) / temperature
+    own = sums[:, cls[rows].clamp(min=0)]  # [M, B_a, d]: the class sum of each anchor's label
+    mean_dot = torch.einsum("bd,mbd->mb", s, own) / targets.n11[rows].clamp(min=1).to(acc)
+    return torch.where(anchor_lab, mean_dot, diag) / temperature

@@ -1,52 +1,56 @@
-"""The latent cosine reconstruction loss (SPEC §2): autograd Function and functional API."""
+"""The latent cosine reconstruction loss (SPEC §2): autograd formula and functional API."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from mkefast.backends import get_backend, resolve_backend
+from mkefast.backends import resolve_backend
+from mkefast.ops import _library  # noqa: F401  (registers the mkefast:: custom ops)
 from mkefast.ops._validate import REDUCTIONS, check_choice, check_float_tensor, check_same_device
 
 __all__ = ["CosineReconstructionFunction", "cosine_reconstruction_loss"]
 
 
-class CosineReconstructionFunction(torch.autograd.Function):
-    """Per-row loss `1 - cos²` of two `[N, d]` tensors on one backend.
+class CosineReconstructionFunction:
+    """The autograd of the cosine op: per-row loss `1 - cos²` of two `[N, d]` tensors on one backend.
 
-    Returns `[N]` in the accumulation dtype (float64 for float64 inputs, float32 otherwise), so that the
-    reduction of many low-precision rows does not round at every step.
+    The forward and backward are the custom ops `mkefast::cosine_rec_fwd` / `mkefast::cosine_rec_bwd` (see
+    `mkefast.ops._library`); `setup_context` and `backward` are registered as the forward op's autograd
+    formula, so the same code runs in eager mode and under `torch.compile`. The rows come back `[N]` in the
+    accumulation dtype (float64 for float64 inputs, float32 otherwise), so that the reduction of many
+    low-precision rows does not round at every step.
     """
 
     @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        reconstruction: Tensor,  # [N, d]
-        target: Tensor,  # [N, d]
-        backend: str,
-    ) -> Tensor:
-        ctx.save_for_backward(reconstruction, target)
-        ctx.backend = backend  # type: ignore[attr-defined]
-        return get_backend(backend).cosine_rec_fwd(reconstruction, target)
+    def apply(reconstruction: Tensor, target: Tensor, backend: str) -> Tensor:
+        """Per-row losses `[N]` of contiguous `[N, d]` inputs on the backend named `backend`."""
+        return torch.ops.mkefast.cosine_rec_fwd(reconstruction, target, backend)
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_loss: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, None]:
-        reconstruction, target = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs_rec, needs_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1]  # type: ignore[attr-defined]
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        reconstruction, target, backend = inputs
+        ctx.save_for_backward(reconstruction, target)
+        ctx.backend = backend
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        reconstruction, target = ctx.saved_tensors
+        needs_rec, needs_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (needs_rec or needs_target):
             return None, None, None
-        grad_rec, grad_target = get_backend(ctx.backend).cosine_rec_bwd(  # type: ignore[attr-defined]
-            reconstruction, target, grad_loss.contiguous(), needs_rec, needs_target
-        )
-        if (needs_rec and grad_rec is None) or (needs_target and grad_target is None):
-            raise RuntimeError(f"mkefast: backend {ctx.backend!r} returned no gradient for cosine_rec")  # type: ignore[attr-defined]
-        return (
-            grad_rec.to(reconstruction.dtype) if needs_rec else None,  # type: ignore[union-attr]
-            grad_target.to(target.dtype) if needs_target else None,  # type: ignore[union-attr]
-            None,
-        )
+        grads = iter(torch.ops.mkefast.cosine_rec_bwd(
+            reconstruction, target, grad_loss.contiguous(), needs_rec, needs_target, ctx.backend
+        ))
+        return (next(grads) if needs_rec else None, next(grads) if needs_target else None, None)
+
+
+torch.library.register_autograd(
+    "mkefast::cosine_rec_fwd", CosineReconstructionFunction.backward,
+    setup_context=CosineReconstructionFunction.setup_context,
+)
 
 
 def cosine_reconstruction_loss(

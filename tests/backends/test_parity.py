@@ -1,0 +1,164 @@
+"""Every fast backend against the reference oracle, on the spec's full matrix of cases.
+
+Float64 is compared tightly. For lower precisions the STYLE.md rule applies: the backend's error against a
+float64 ground truth (computed from the same rounded inputs) must be no worse than the reference backend's
+own error in that dtype, plus a small margin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mkefast
+from mkefast.backends import get_backend
+from tests.conftest import backend_params, device_for
+from tests.ops.test_soft_pu import make_batch
+
+PATTERNS = ["all", "none", "some", "one_class", "pseudo", "pseudo_neg"]
+# (B, d, M): odd sizes, sizes no block divides, one modality and three.
+SHAPES = [(1, 3, 1), (7, 130, 2), (33, 5, 3), (257, 3, 1)]
+MARGIN = {torch.float64: 1e-9, torch.float32: 2e-5, torch.bfloat16: 2e-2, torch.float16: 3e-3}
+
+
+def _dtypes_for(backend: str) -> list[torch.dtype]:
+    impl = get_backend(backend)
+    dev = device_for(backend)
+    return [dt for dt in MARGIN if impl.unsupported_reason("soft_pu", dev, dt) is None]
+
+
+def _run(backend, fused, unimodal, labels, labeled, pseudo, upstream, **kwargs):
+    s = fused.clone().requires_grad_()
+    z = unimodal.clone().requires_grad_()
+    parts = mkefast.soft_pu_loss(s, z, labels, labeled, pseudo, reduction="none", return_parts=True,
+                                 backend=backend, **kwargs)
+    (parts.loss.float() * upstream).sum().backward()
+    return parts.labeled, parts.unlabeled, s.grad, z.grad
+
+
+def _err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+def _scale(t: torch.Tensor) -> float:
+    return max(1.0, t.double().abs().max().item())
+
+
+def check_against_reference(backend, dtype, shape, pattern, **kwargs):
+    b, d, m = shape
+    dev = device_for(backend)
+    fused, unimodal, labels, labeled, pseudo = make_batch(b, d, m, pattern, dtype=dtype, seed=b * 31 + d)
+    fused, unimodal, labels, labeled = fused.to(dev), unimodal.to(dev), labels.to(dev), labeled.to(dev)
+    pseudo = pseudo.to(dev) if pseudo is not None else None
+    upstream = torch.randn(m, b, device=dev)
+    got = _run(backend, fused, unimodal, labels, labeled, pseudo, upstream, **kwargs)
+    ref = _run("reference", fused, unimodal, labels, labeled, pseudo, upstream, **kwargs)
+    if dtype == torch.float64:
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
+        return
+    truth = _run("reference", fused.double(), unimodal.double(), labels, labeled, pseudo, upstream.double(),
+                 **kwargs)
+    for name, g, r, t in zip(("lb", "ulb", "grad_fused", "grad_unimodal"), got, ref, truth):
+        assert g.dtype == r.dtype, name
+        allowed = _err(r, t) + MARGIN[dtype] * _scale(t)
+        assert _err(g, t) <= allowed, f"{name}: error {_err(g, t):.3g} > allowed {allowed:.3g}"
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}-d{}-M{}".format(*s))
+def test_soft_pu_matches_reference(backend, shape, pattern):
+    for dtype in _dtypes_for(backend):
+        if dtype in (torch.bfloat16, torch.float16) and shape[0] > 64 and device_for(backend).type == "cpu":
+            continue  # low precision is checked on the smaller shapes; keeps the interpreter fast
+        check_against_reference(backend, dtype, shape, pattern, temperature=0.2)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize(
+    "rbf_space,rbf_sigma,temperature",
+    [("logit", 0.5, 0.1), ("logit", math.inf, 0.1), ("phi", 2.0, 0.5), ("phi", math.inf, 1.0)],
+)
+def test_soft_pu_options_match_reference(backend, rbf_space, rbf_sigma, temperature):
+    dtype = torch.float64 if torch.float64 in _dtypes_for(backend) else torch.float32
+    check_against_reference(backend, dtype, (19, 6, 2), "pseudo_neg", rbf_space=rbf_space, rbf_sigma=rbf_sigma,
+                            temperature=temperature)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_soft_pu_non_contiguous_and_unnormalized(backend):
+    dev = device_for(backend)
+    fused, unimodal, labels, labeled, pseudo = make_batch(9, 6, 2, "pseudo", dtype=torch.float32)
+    fused_nc = fused.T.contiguous().T.to(dev)
+    unimodal_nc = unimodal.transpose(0, 1).contiguous().transpose(0, 1).to(dev)
+    labels, labeled, pseudo = labels.to(dev), labeled.to(dev), pseudo.to(dev)
+    for normalize in (True, False):
+        kwargs = dict(normalize=normalize, temperature=2.0, reduction="sum")
+        got = mkefast.soft_pu_loss(fused_nc * 0.3, unimodal_nc * 0.3, labels, labeled, pseudo, backend=backend,
+                                   **kwargs)
+        want = mkefast.soft_pu_loss(fused_nc * 0.3, unimodal_nc * 0.3, labels, labeled, pseudo,
+                                    backend="reference", **kwargs)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_soft_pu_row_offset(backend):
+    """Anchors as a slice of the candidates (the torch.distributed layout) match the reference backend."""
+    from mkefast.ops._common import SoftPUOptions, make_targets
+
+    dev = device_for(backend)
+    dtype = torch.float64 if torch.float64 in _dtypes_for(backend) else torch.float32
+    fused, unimodal, labels, labeled, pseudo = make_batch(13, 5, 2, "pseudo_neg", dtype=dtype)
+    fused, unimodal = fused.to(dev), unimodal.to(dev)
+    targets = make_targets(labels.to(dev), labeled.to(dev), pseudo.to(dev))._replace(row_offset=4)
+    anchors = fused[4:10].contiguous()
+    grad_lb = torch.randn(2, 6, device=dev, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    grad_ulb = torch.randn_like(grad_lb)
+    for space in ("logit", "phi"):
+        options = SoftPUOptions(temperature=0.5, rbf_sigma=1.5, rbf_space=space)
+        outs = []
+        for name in (backend, "reference"):
+            impl = get_backend(name)
+            stats = impl.soft_pu_fwd(anchors, unimodal, targets, options)
+            grads = impl.soft_pu_bwd(anchors, unimodal, targets, options, stats, grad_lb, grad_ulb, True, True)
+            outs.append((stats.lb, stats.ulb, stats.lse, stats.a_ulb, *grads))
+        tol = 1e-9 if dtype == torch.float64 else 1e-4
+        for g, r in zip(*outs):
+            torch.testing.assert_close(g.double(), r.double(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_soft_pu_nan_in_gives_nan_out(backend):
+    dev = device_for(backend)
+    fused, unimodal, labels, labeled, pseudo = make_batch(8, 4, 2, "some", dtype=torch.float32)
+    fused[3, 0] = float("nan")
+    per = mkefast.soft_pu_loss(fused.to(dev), unimodal.to(dev), labels.to(dev), labeled.to(dev),
+                               reduction="none", backend=backend)
+    assert torch.isnan(per[:, 3]).all()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (2, 33, 130)], ids=lambda s: "x".join(map(str, s)))
+def test_cosine_matches_reference(backend, shape):
+    dev = device_for(backend)
+    impl = get_backend(backend)
+    for dtype in MARGIN:
+        if impl.unsupported_reason("cosine_rec", dev, dtype) is not None:
+            continue
+        a = torch.randn(shape, dtype=dtype, device=dev)
+        b = torch.randn(shape, dtype=dtype, device=dev)
+        upstream = torch.randn(shape[:-1], device=dev)
+        results = []
+        for name, x, y in ((backend, a, b), ("reference", a, b), ("reference", a.double(), b.double())):
+            x, y = x.clone().requires_grad_(), y.clone().requires_grad_()
+            rows = mkefast.cosine_reconstruction_loss(x, y, reduction="none", backend=name)
+            (rows.double() * upstream).sum().backward()
+            results.append((rows, x.grad, y.grad))
+        for got, ref, truth in zip(*results):
+            if dtype == torch.float64:
+                torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+            else:
+                assert _err(got, truth) <= _err(ref, truth) + MARGIN[dtype] * _scale(truth)
