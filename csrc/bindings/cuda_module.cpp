@@ -1,13 +1,27 @@
 // pybind11 entry point of mkefast._C_cuda: CUDA kernels launched on the stream that Python passes in
 // (torch.cuda.current_stream().cuda_stream). Static cudart, no libtorch.
+//
+// Every op is bound once per element type, with the dtype as a name suffix (`_f32`, `_f64`, `_f16`, `_bf16`),
+// as in mkefast._C. Tensors arrive as raw device pointers (uintptr_t) plus sizes; `device` is the CUDA device
+// index of the tensors, made current before the launch (this module's runtime keeps its own current device,
+// which torch's torch.cuda.set_device does not change). A failed launch raises RuntimeError with the CUDA
+// error string. The kernels run asynchronously: errors inside a kernel surface at the next synchronization.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "launchers.h"
 
 namespace py = pybind11;
+namespace mc = mkefast::cuda;
 
 namespace {
+
+using std::int64_t;
+using std::uintptr_t;
 
 py::dict build_info() {
   py::dict info;
@@ -16,9 +30,102 @@ py::dict build_info() {
   return info;
 }
 
+template <typename P>
+P* as_ptr(uintptr_t address) {
+  return reinterpret_cast<P*>(address);
+}
+
+cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+void check(int status, const char* op) {
+  if (status != static_cast<int>(cudaSuccess)) {
+    throw std::runtime_error(std::string("mkefast._C_cuda.") + op + ": " +
+                             cudaGetErrorString(static_cast<cudaError_t>(status)));
+  }
+}
+
+void use_device(int device, const char* op) { check(static_cast<int>(cudaSetDevice(device)), op); }
+
+void bind_soft_pu(py::module_& m, const char* suffix, mc::DType dtype) {
+  const std::string fwd = std::string("soft_pu_fwd_") + suffix;
+  const std::string bwd = std::string("soft_pu_bwd_") + suffix;
+  m.def(
+      fwd.c_str(),
+      [dtype, fwd](uintptr_t dots, uintptr_t cls, uintptr_t labeled, uintptr_t n11, uintptr_t n10, uintptr_t lb,
+                   uintptr_t ulb, uintptr_t lse, uintptr_t ref, uintptr_t a_ulb, int64_t rows, int64_t cols,
+                   int64_t ld, int64_t first_row, double inv_tau, double inv_two_sigma_sq, bool phi_space, int device,
+                   uintptr_t stream) {
+        use_device(device, fwd.c_str());
+        check(mc::launch_soft_pu_fwd(as_ptr<const void>(dots), as_ptr<const std::int32_t>(cls),
+                                     as_ptr<const std::uint8_t>(labeled), as_ptr<const float>(n11),
+                                     as_ptr<const float>(n10), as_ptr<void>(lb), as_ptr<void>(ulb), as_ptr<void>(lse),
+                                     as_ptr<void>(ref), as_ptr<void>(a_ulb), rows, cols, ld, first_row, inv_tau,
+                                     inv_two_sigma_sq, phi_space, dtype, as_stream(stream)),
+              fwd.c_str());
+      },
+      "Forward epilogue of one [C, B] chunk of dot products: lb, ulb, lse, ref, a_ulb of its C rows.",
+      py::arg("dots"), py::arg("cls"), py::arg("labeled"), py::arg("n11"), py::arg("n10"), py::arg("lb"),
+      py::arg("ulb"), py::arg("lse"), py::arg("ref"), py::arg("a_ulb"), py::arg("rows"), py::arg("cols"),
+      py::arg("ld"), py::arg("first_row"), py::arg("inv_tau"), py::arg("inv_two_sigma_sq"), py::arg("phi_space"),
+      py::arg("device"), py::arg("stream"));
+  m.def(
+      bwd.c_str(),
+      [dtype, bwd](uintptr_t dots, uintptr_t cls, uintptr_t labeled, uintptr_t n11, uintptr_t n10, uintptr_t lse,
+                   uintptr_t ref, uintptr_t a_ulb, uintptr_t grad_lb, uintptr_t grad_ulb, int64_t rows, int64_t cols,
+                   int64_t ld, int64_t first_row, double inv_tau, double inv_two_sigma_sq, bool phi_space, int device,
+                   uintptr_t stream) {
+        use_device(device, bwd.c_str());
+        check(mc::launch_soft_pu_bwd(as_ptr<void>(dots), as_ptr<const std::int32_t>(cls),
+                                     as_ptr<const std::uint8_t>(labeled), as_ptr<const float>(n11),
+                                     as_ptr<const float>(n10), as_ptr<const void>(lse), as_ptr<const void>(ref),
+                                     as_ptr<const void>(a_ulb), as_ptr<const void>(grad_lb),
+                                     as_ptr<const void>(grad_ulb), rows, cols, ld, first_row, inv_tau,
+                                     inv_two_sigma_sq, phi_space, dtype, as_stream(stream)),
+              bwd.c_str());
+      },
+      "Backward epilogue: overwrites a [C, B] chunk of dot products with dL/d(dots) = G / tau.", py::arg("dots"),
+      py::arg("cls"), py::arg("labeled"), py::arg("n11"), py::arg("n10"), py::arg("lse"), py::arg("ref"),
+      py::arg("a_ulb"), py::arg("grad_lb"), py::arg("grad_ulb"), py::arg("rows"), py::arg("cols"), py::arg("ld"),
+      py::arg("first_row"), py::arg("inv_tau"), py::arg("inv_two_sigma_sq"), py::arg("phi_space"),
+      py::arg("device"), py::arg("stream"));
+}
+
+void bind_cosine_rec(py::module_& m, const char* suffix, mc::DType dtype) {
+  const std::string fwd = std::string("cosine_rec_fwd_") + suffix;
+  const std::string bwd = std::string("cosine_rec_bwd_") + suffix;
+  m.def(
+      fwd.c_str(),
+      [dtype, fwd](uintptr_t a, uintptr_t b, uintptr_t loss, int64_t n, int64_t d, int device, uintptr_t stream) {
+        use_device(device, fwd.c_str());
+        check(mc::launch_cosine_rec_fwd(as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<void>(loss), n, d,
+                                        dtype, as_stream(stream)),
+              fwd.c_str());
+      },
+      "Per-row 1 - cos^2 of two contiguous [N, d] tensors into loss [N] (accumulation dtype).", py::arg("a"),
+      py::arg("b"), py::arg("loss"), py::arg("n"), py::arg("d"), py::arg("device"), py::arg("stream"));
+  m.def(
+      bwd.c_str(),
+      [dtype, bwd](uintptr_t a, uintptr_t b, uintptr_t grad_loss, uintptr_t grad_a, uintptr_t grad_b, int64_t n,
+                   int64_t d, int device, uintptr_t stream) {
+        use_device(device, bwd.c_str());
+        check(mc::launch_cosine_rec_bwd(as_ptr<const void>(a), as_ptr<const void>(b), as_ptr<const void>(grad_loss),
+                                        as_ptr<void>(grad_a), as_ptr<void>(grad_b), n, d, dtype, as_stream(stream)),
+              bwd.c_str());
+      },
+      "Both gradients of the per-row loss (grad_a / grad_b = 0 to skip one), in the inputs' dtype.", py::arg("a"),
+      py::arg("b"), py::arg("grad_loss"), py::arg("grad_a"), py::arg("grad_b"), py::arg("n"), py::arg("d"),
+      py::arg("device"), py::arg("stream"));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "mkefast CUDA kernels; raw-pointer interface, no libtorch";
   m.def("build_info", &build_info, "How this module was compiled.");
+  bind_soft_pu(m, "f32", mc::DType::f32);
+  bind_soft_pu(m, "f64", mc::DType::f64);
+  bind_cosine_rec(m, "f32", mc::DType::f32);
+  bind_cosine_rec(m, "f64", mc::DType::f64);
+  bind_cosine_rec(m, "f16", mc::DType::f16);
+  bind_cosine_rec(m, "bf16", mc::DType::bf16);
 }

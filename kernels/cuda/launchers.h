@@ -1,13 +1,70 @@
-// Host launchers of the CUDA kernels in this folder. Plain C++ declarations (no pybind11, no CUDA
-// headers needed to include them) so that csrc/bindings/cuda_module.cpp, compiled by the host compiler,
-// can bind them. Every launcher takes raw device pointers, sizes and the stream, and returns the
-// cudaError_t of the launch as an int (0 = success).
+// Host launchers of the CUDA kernels in this folder. Plain C++ declarations (no pybind11, no device code)
+// so that csrc/bindings/cuda_module.cpp, compiled by the host compiler, can bind them. Every launcher takes
+// raw device pointers, sizes, the element type and the stream, enqueues its kernel on that stream and returns
+// the cudaError_t of the launch as an int (0 = success). Tensors are contiguous and row-major unless a
+// leading dimension is passed; the Python side (mkefast.backends.cuda) allocates every buffer.
 #pragma once
+
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 
 namespace mkefast::cuda {
 
-// Declarations are added here by each kernels/cuda/<op>.cu file.
+// Element type of the floating-point buffers of a call (values as in the Python bindings' dtype suffixes).
+enum class DType : int { f32 = 0, f64 = 1, f16 = 2, bf16 = 3 };
+
+// ---------------------------------------------------------------- soft-PU loss (kernels/cuda/soft_pu.cu)
+// Epilogues of the chunked soft-PU scheme: a chunk holds the raw dot products dots[j, k] = <s_J, z_k> of the
+// anchors J = first_row + j, j < rows, against all `cols` = B candidates of one modality, in the accumulation
+// type `dtype` (f32, or f64 for float64 inputs). cls / labeled / n11 / n10 are the SoftPUTargets arrays over
+// the B candidates; every [C] buffer is indexed by j (pass the pointer to the chunk's first row).
+
+// Forward: lse, the RBF reference r_j (from the row itself: the mean of x over P11, or x_JJ), lb, ulb and
+// a_ulb of every row of the chunk. The chunk is only read.
+int launch_soft_pu_fwd(const void* dots,             // [C, B] (row stride ld)
+                       const std::int32_t* cls,      // [B] dense class id, -1 for none
+                       const std::uint8_t* labeled,  // [B] bool
+                       const float* n11,             // [B] |P11|
+                       const float* n10,             // [B] |P10|
+                       void* lb,                     // [C]
+                       void* ulb,                    // [C]
+                       void* lse,                    // [C]
+                       void* ref,                    // [C]
+                       void* a_ulb,                  // [C]
+                       std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_row,
+                       double inv_tau, double inv_two_sigma_sq, bool phi_space, DType dtype, cudaStream_t stream);
+
+// Backward: overwrites the chunk in place with ∂L/∂dots[j, k] = G_Jk / τ (G_Jk = ∂L/∂ℓ_Jk) given the forward
+// statistics and the upstream gradients of lb and ulb, so that grad_s = (G/τ) @ z and grad_z = (G/τ)ᵀ @ s.
+int launch_soft_pu_bwd(void* dots,                   // [C, B] (row stride ld): dot products in, G/τ out
+                       const std::int32_t* cls,      // [B]
+                       const std::uint8_t* labeled,  // [B]
+                       const float* n11,             // [B]
+                       const float* n10,             // [B]
+                       const void* lse,              // [C]
+                       const void* ref,              // [C]
+                       const void* a_ulb,            // [C]
+                       const void* grad_lb,          // [C]
+                       const void* grad_ulb,         // [C]
+                       std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_row,
+                       double inv_tau, double inv_two_sigma_sq, bool phi_space, DType dtype, cudaStream_t stream);
+
+// ---------------------------------------------------------------- cosine reconstruction (kernels/cuda/cosine_rec.cu)
+// a, b and the gradients in `dtype` (f32, f64, f16 or bf16); loss and grad_loss in the accumulation type
+// (f64 for f64 inputs, else f32).
+
+int launch_cosine_rec_fwd(const void* a,  // [N, d]
+                          const void* b,  // [N, d]
+                          void* loss,     // [N]
+                          std::int64_t n, std::int64_t d, DType dtype, cudaStream_t stream);
+
+// grad_a / grad_b may be null (that gradient is not written).
+int launch_cosine_rec_bwd(const void* a,          // [N, d]
+                          const void* b,          // [N, d]
+                          const void* grad_loss,  // [N]
+                          void* grad_a,           // [N, d] or null
+                          void* grad_b,           // [N, d] or null
+                          std::int64_t n, std::int64_t d, DType dtype, cudaStream_t stream);
 
 }  // namespace mkefast::cuda

@@ -56,12 +56,12 @@ def check_against_reference(backend, dtype, shape, pattern, **kwargs):
     got = _run(backend, fused, unimodal, labels, labeled, pseudo, upstream, **kwargs)
     ref = _run("reference", fused, unimodal, labels, labeled, pseudo, upstream, **kwargs)
     if dtype == torch.float64:
-        for g, r in zip(got, ref):
+        for g, r in zip(got, ref, strict=True):
             torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10)
         return
     truth = _run("reference", fused.double(), unimodal.double(), labels, labeled, pseudo, upstream.double(),
                  **kwargs)
-    for name, g, r, t in zip(("lb", "ulb", "grad_fused", "grad_unimodal"), got, ref, truth):
+    for name, g, r, t in zip(("lb", "ulb", "grad_fused", "grad_unimodal"), got, ref, truth, strict=True):
         assert g.dtype == r.dtype, name
         allowed = _err(r, t) + MARGIN[dtype] * _scale(t)
         assert _err(g, t) <= allowed, f"{name}: error {_err(g, t):.3g} > allowed {allowed:.3g}"
@@ -126,14 +126,14 @@ def test_soft_pu_row_offset(backend):
             grads = impl.soft_pu_bwd(anchors, unimodal, targets, options, stats, grad_lb, grad_ulb, True, True)
             outs.append((stats.lb, stats.ulb, stats.lse, stats.a_ulb, *grads))
         tol = 1e-9 if dtype == torch.float64 else 1e-4
-        for g, r in zip(*outs):
+        for g, r in zip(*outs, strict=True):
             torch.testing.assert_close(g.double(), r.double(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("backend", backend_params())
 def test_soft_pu_nan_in_gives_nan_out(backend):
     dev = device_for(backend)
-    fused, unimodal, labels, labeled, pseudo = make_batch(8, 4, 2, "some", dtype=torch.float32)
+    fused, unimodal, labels, labeled, _ = make_batch(8, 4, 2, "some", dtype=torch.float32)
     fused[3, 0] = float("nan")
     per = mkefast.soft_pu_loss(fused.to(dev), unimodal.to(dev), labels.to(dev), labeled.to(dev),
                                reduction="none", backend=backend)
@@ -157,7 +157,7 @@ def test_cosine_matches_reference(backend, shape):
             rows = mkefast.cosine_reconstruction_loss(x, y, reduction="none", backend=name)
             (rows.double() * upstream).sum().backward()
             results.append((rows, x.grad, y.grad))
-        for got, ref, truth in zip(*results):
+        for got, ref, truth in zip(*results, strict=True):
             if dtype == torch.float64:
                 torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
             else:

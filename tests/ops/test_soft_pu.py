@@ -70,7 +70,7 @@ def test_reference_gradients_match_naive_oracle(pattern):
             lb, ulb = soft_pu_naive(s, z, labels, labeled, pseudo, temperature=0.3)
             per = lb + ulb
         grads.append(torch.autograd.grad((per * upstream).sum(), (s, z)))
-    for got, want in zip(grads[0], grads[1]):
+    for got, want in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -156,14 +156,14 @@ def test_non_contiguous_inputs():
 
 
 def test_normalize_false_uses_raw_dot_products():
-    fused, unimodal, labels, labeled, pseudo = make_batch(6, 4, 1, "none")
+    fused, unimodal, labels, labeled, _ = make_batch(6, 4, 1, "none")
     loss = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, normalize=False, temperature=1.0,
                                 rbf_sigma=math.inf, backend="reference")
     torch.testing.assert_close(loss, F.cross_entropy(fused @ unimodal[0].T, torch.arange(6)))
 
 
 def test_normalization_gradient_flows():
-    fused, unimodal, labels, labeled, pseudo = make_batch(6, 4, 1, "some")
+    fused, unimodal, labels, labeled, _ = make_batch(6, 4, 1, "some")
     s = fused.clone().requires_grad_()
     mkefast.soft_pu_loss(s, unimodal, labels, labeled, backend="reference").backward()
     # The loss is invariant to the anchors' scale, so the gradient is orthogonal to each anchor.
@@ -203,7 +203,7 @@ def test_low_precision_dtype_round_trip(dtype):
 
 
 def test_nan_in_gives_nan_out():
-    fused, unimodal, labels, labeled, pseudo = make_batch(6, 4, 2, "some")
+    fused, unimodal, labels, labeled, _ = make_batch(6, 4, 2, "some")
     fused[2, 1] = float("nan")
     per = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, reduction="none", backend="reference")
     assert torch.isnan(per[:, 2]).all()
@@ -232,8 +232,9 @@ BAD_CALLS = [
     ("fused", TypeError, dict(fused=[[1.0]])),
     ("fused", TypeError, dict(fused=torch.ones(4, 3, dtype=torch.int64))),
     ("fused", ValueError, dict(fused=torch.ones(4))),
-    ("fused", ValueError, dict(fused=torch.ones(0, 3), unimodal=torch.ones(2, 0, 3), labels=torch.ones(0, dtype=torch.int64),
-                               labeled=torch.ones(0, dtype=torch.bool), pseudo_labels=None)),
+    ("fused", ValueError, dict(fused=torch.ones(0, 3), unimodal=torch.ones(2, 0, 3),
+                               labels=torch.ones(0, dtype=torch.int64), labeled=torch.ones(0, dtype=torch.bool),
+                               pseudo_labels=None)),
     ("unimodal", ValueError, dict(unimodal=torch.ones(2, 5, 3))),
     ("unimodal", ValueError, dict(unimodal=torch.ones(2, 4, 3, 1))),
     ("unimodal", TypeError, dict(unimodal=torch.ones(2, 4, 3, dtype=torch.float64))),
@@ -260,7 +261,9 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("argument,error,overrides", BAD_CALLS, ids=[f"{a}-{e.__name__}-{i}" for i, (a, e, _) in enumerate(BAD_CALLS)])
+@pytest.mark.parametrize(
+    "argument,error,overrides", BAD_CALLS, ids=[f"{a}-{e.__name__}-{i}" for i, (a, e, _) in enumerate(BAD_CALLS)]
+)
 def test_bad_input_names_the_argument(argument, error, overrides):
     with pytest.raises(error, match=argument):
         _call(**overrides)

@@ -7,7 +7,7 @@ import math
 from torch import Tensor, nn
 
 from mkefast.ops import SoftPUParts, cosine_reconstruction_loss, soft_pu_loss
-from mkefast.ops._validate import REDUCTIONS, RBF_SPACES, check_bool, check_choice, check_positive_float
+from mkefast.ops._validate import RBF_SPACES, REDUCTIONS, check_bool, check_choice, check_positive_float
 
 __all__ = ["CosineReconstructionLoss", "SoftPULoss"]
 

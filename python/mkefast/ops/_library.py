@@ -17,17 +17,58 @@ The autograd formulas are registered beside the functional API (`SoftPULossFunct
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
-from mkefast.backends import get_backend
+from mkefast.backends import get_backend, resolve_backend
 from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets, make_targets
 
-__all__ = ["cosine_rec_bwd", "cosine_rec_fwd", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets"]
+__all__ = ["cosine_rec_bwd", "cosine_rec_fwd", "resolve", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets"]
+
+
+@torch.compiler.assume_constant_result
+def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, dim: int) -> str:
+    """`mkefast.backends.resolve_backend`, which `torch.compile` evaluates once while tracing.
+
+    Its result depends only on constants of the trace (the arguments) and on the build and the environment,
+    so the compiled graph keeps the backend chosen at trace time (a later change of `MKEFAST_BACKEND` needs
+    `torch.compiler.reset()`). Tracing through it instead would break the graph at its imports.
+    """
+    return resolve_backend(name, op, device, dtype, dim)
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@contextlib.contextmanager
+def _autograd_dispatch() -> Iterator[None]:
+    """Undoes, inside a kernel, the exclusion of autograd that the dispatcher applies below autograd.
+
+    A custom op's kernel runs with the autograd dispatch keys excluded, but a backend's backward may
+    differentiate a recomputed forward with `torch.autograd` (the `reference` backend does, as an
+    independent check of the analytic gradients of the others).
+    """
+    keys = (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.AutogradOther,
+            torch._C.DispatchKey.AutogradNestedTensor)
+    with contextlib.ExitStack() as stack:
+        for key in keys:
+            stack.enter_context(torch._C._SetExcludeDispatchKeyGuard(key, False))
+        yield
+
+
+def _dense(*tensors: Tensor) -> list[Tensor]:
+    """Contiguous copies where needed: the backends take dense rows, and a compiler may hand a custom op
+    other strides than eager mode would (Inductor picks the layout of the buffers it creates)."""
+    return [t.contiguous() for t in tensors]
+
+
+def _empty(t: Tensor) -> Tensor:
+    """A contiguous tensor like `t`, whatever the strides of `t` (what the backends return)."""
+    return t.new_empty(t.shape)
 
 
 def _grads_asked(
@@ -41,7 +82,7 @@ def _grads_asked(
             continue
         if grad is None:
             raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
-        out.append(grad.to(inp.dtype))
+        out.append(grad.to(inp.dtype).contiguous())
     return out
 
 
@@ -83,6 +124,7 @@ def soft_pu_fwd(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The backend's `soft_pu_fwd`; returns the `SoftPUStats` fields `(lb, ulb, lse, ref, a_ulb)`, `[M, B_a]`."""
+    fused, unimodal, cls, labeled, n11, n10 = _dense(fused, unimodal, cls, labeled, n11, n10)
     targets = SoftPUTargets(cls, labeled, n11, n10, int(num_classes), row_offset)
     options = SoftPUOptions(temperature, rbf_sigma, rbf_space)
     stats = get_backend(backend).soft_pu_fwd(fused, unimodal, targets, options)
@@ -119,30 +161,35 @@ def soft_pu_bwd(
     needs_unimodal: bool,
 ) -> list[Tensor]:
     """The backend's `soft_pu_bwd`: `[grad_fused]` if needs_fused, then `[grad_unimodal]` if needs_unimodal."""
+    fused, unimodal, cls, labeled, n11, n10, grad_lb, grad_ulb, *stats = _dense(
+        fused, unimodal, cls, labeled, n11, n10, grad_lb, grad_ulb, *stats
+    )
     targets = SoftPUTargets(cls, labeled, n11, n10, int(num_classes), row_offset)
     options = SoftPUOptions(temperature, rbf_sigma, rbf_space)
-    grads = get_backend(backend).soft_pu_bwd(
-        fused, unimodal, targets, options, SoftPUStats(*stats), grad_lb, grad_ulb, needs_fused, needs_unimodal
-    )
-    return _grads_asked(grads, (fused, unimodal), (needs_fused, needs_unimodal), ("fused", "unimodal"), backend)
+    with _autograd_dispatch():
+        grads = get_backend(backend).soft_pu_bwd(
+            fused, unimodal, targets, options, SoftPUStats(*stats), grad_lb, grad_ulb, needs_fused, needs_unimodal
+        )
+    needs = (needs_fused, needs_unimodal)
+    return _grads_asked(grads, (fused, unimodal), needs, ("fused", "unimodal"), backend)
 
 
 @soft_pu_bwd.register_fake
 def _(fused: Tensor, unimodal: Tensor, cls: Tensor, labeled: Tensor, n11: Tensor, n10: Tensor, num_classes: Tensor,
       row_offset: int, temperature: float, rbf_sigma: float, rbf_space: str, backend: str, stats: list[Tensor],
       grad_lb: Tensor, grad_ulb: Tensor, needs_fused: bool, needs_unimodal: bool) -> list[Tensor]:
-    return [torch.empty_like(t) for t, need in ((fused, needs_fused), (unimodal, needs_unimodal)) if need]
+    return [_empty(t) for t, need in ((fused, needs_fused), (unimodal, needs_unimodal)) if need]
 
 
 @torch.library.custom_op("mkefast::cosine_rec_fwd", mutates_args=())
 def cosine_rec_fwd(reconstruction: Tensor, target: Tensor, backend: str) -> Tensor:
     """The backend's `cosine_rec_fwd`: per-row `1 - cos²` of `[N, d]` inputs, `[N]` in the accumulation dtype."""
-    return get_backend(backend).cosine_rec_fwd(reconstruction, target)
+    return get_backend(backend).cosine_rec_fwd(*_dense(reconstruction, target))
 
 
 @cosine_rec_fwd.register_fake
 def _(reconstruction: Tensor, target: Tensor, backend: str) -> Tensor:
-    return reconstruction.new_empty(reconstruction.shape[0], dtype=_acc(reconstruction.dtype))
+    return reconstruction.new_empty(reconstruction.shape[:-1], dtype=_acc(reconstruction.dtype))
 
 
 @torch.library.custom_op("mkefast::cosine_rec_bwd", mutates_args=())
@@ -155,7 +202,11 @@ def cosine_rec_bwd(
     backend: str,
 ) -> list[Tensor]:
     """The backend's `cosine_rec_bwd`: the gradients asked for, in order, in the inputs' dtype."""
-    grads = get_backend(backend).cosine_rec_bwd(reconstruction, target, grad_loss, needs_reconstruction, needs_target)
+    reconstruction, target, grad_loss = _dense(reconstruction, target, grad_loss)
+    with _autograd_dispatch():
+        grads = get_backend(backend).cosine_rec_bwd(
+            reconstruction, target, grad_loss, needs_reconstruction, needs_target
+        )
     return _grads_asked(grads, (reconstruction, target), (needs_reconstruction, needs_target),
                         ("reconstruction", "target"), backend)
 
@@ -163,5 +214,5 @@ def cosine_rec_bwd(
 @cosine_rec_bwd.register_fake
 def _(reconstruction: Tensor, target: Tensor, grad_loss: Tensor, needs_reconstruction: bool, needs_target: bool,
       backend: str) -> list[Tensor]:
-    return [torch.empty_like(t) for t, need in ((reconstruction, needs_reconstruction), (target, needs_target))
+    return [_empty(t) for t, need in ((reconstruction, needs_reconstruction), (target, needs_target))
             if need]

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mkefast.backends import resolve_backend
-from mkefast.ops import _library  # noqa: F401  (registers the mkefast:: custom ops)
+from mkefast.ops._library import resolve
 from mkefast.ops._validate import REDUCTIONS, check_choice, check_float_tensor, check_same_device
 
 __all__ = ["CosineReconstructionFunction", "cosine_reconstruction_loss"]
@@ -93,7 +92,7 @@ def cosine_reconstruction_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     device = check_same_device(reconstruction=reconstruction, target=target)
     d = reconstruction.shape[-1]
-    name = resolve_backend(backend, "cosine_rec", device, reconstruction.dtype, d)
+    name = resolve(backend, "cosine_rec", device, reconstruction.dtype, d)
     rows = CosineReconstructionFunction.apply(
         reconstruction.reshape(-1, d).contiguous(), target.reshape(-1, d).contiguous(), name
     )

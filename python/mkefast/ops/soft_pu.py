@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mkefast.backends import resolve_backend
-from mkefast.ops import _library  # noqa: F401  (registers the mkefast:: custom ops)
+from mkefast.ops._library import resolve
 from mkefast.ops._common import SoftPUOptions, SoftPUTargets
 from mkefast.ops._validate import (
     REDUCTIONS,
@@ -175,7 +174,7 @@ def prepare_soft_pu_inputs(
     check_bool("normalize", normalize)
     check_bool("return_parts", return_parts)
     check_choice("reduction", reduction, REDUCTIONS)
-    name = resolve_backend(backend, "soft_pu", device, fused.dtype, d)  # type: ignore[arg-type]
+    name = resolve(backend, "soft_pu", device, fused.dtype, d)  # type: ignore[arg-type]
     if normalize:
         fused = F.normalize(fused, dim=-1, eps=1e-12)
         unimodal = F.normalize(unimodal, dim=-1, eps=1e-12)

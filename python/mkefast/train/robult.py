@@ -417,13 +417,14 @@ class _EarlyFusionMLP(nn.Module):
         return self.classifier(self.encoder(torch.cat(xs, -1)))
 
 
-def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config: RobultConfig,
+def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config: RobultConfig, steps: int,
                      *, encoder_hidden: Sequence[int] = (256,), hidden_size: int = 128,
                      classifier_hidden: Sequence[int] = ()) -> nn.Module:
     """The supervised baseline: Robult's encoder f + classifier c on the given labeled views only.
 
-    One view gives the per-view baseline; several are concatenated (early fusion). Same optimizer,
-    epochs and batch size as Robult, cross-entropy on the labeled rows.
+    One view gives the per-view baseline; several are concatenated (early fusion). Cross-entropy on the
+    labeled rows with Robult's optimizer settings, for `steps` updates (give it as many as Robult makes,
+    so that the few labeled rows do not leave it under-trained).
 
     Returns:
         A module mapping a list of views `[B, f_i]` to logits `[B, K]`, in eval mode.
@@ -433,14 +434,16 @@ def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config:
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(labels)
     batch = n if config.batch_size is None else min(config.batch_size, n)
-    for _ in range(config.epochs):
-        perm = torch.randperm(n)
-        for lo in range(0, n, batch):
-            idx = perm[lo:lo + batch]
-            loss = F.cross_entropy(net([x[idx] for x in xs]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    perm, lo = torch.randperm(n), 0
+    for _ in range(steps):
+        if lo + batch > n:
+            perm, lo = torch.randperm(n), 0
+        idx = perm[lo:lo + batch]
+        lo += batch
+        loss = F.cross_entropy(net([x[idx] for x in xs]), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
     return net.eval()
 
 
@@ -478,6 +481,8 @@ def run_experiment(data: Any, *, labeled_fraction: float, seed: int, config: Rob
     train_labels = torch.cat([split.labeled.labels, split.unlabeled.labels])
     labeled = torch.arange(len(train_labels)) < len(split.labeled)
     kwargs = dict(model_kwargs or {})
+    batch = len(train_labels) if config.batch_size is None else min(config.batch_size, len(train_labels))
+    steps = config.epochs * (len(train_labels) // batch)
     results: dict[str, dict[str, float]] = {}
     for variant in variants:
         seed_everything(seed)
@@ -485,7 +490,7 @@ def run_experiment(data: Any, *, labeled_fraction: float, seed: int, config: Rob
             acc = {}
             for cond, cond_names in [("full", names), *[(n, [n]) for n in names]]:
                 net = train_supervised([split.labeled.views[n] for n in cond_names], split.labeled.labels,
-                                       num_classes, config, **{k: v for k, v in kwargs.items() if k in
+                                       num_classes, config, steps, **{k: v for k, v in kwargs.items() if k in
                                                                ("encoder_hidden", "hidden_size",
                                                                 "classifier_hidden")})
                 with torch.no_grad():
