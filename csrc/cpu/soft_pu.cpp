@@ -84,9 +84,10 @@ void fwd_row(const Targets& t, T* row, std::int64_t b, std::int64_t jc, T* lb, T
   T sum = 0;
 #pragma omp simd reduction(+ : sum)
   for (std::int64_t k = 0; k < b; ++k) sum += vexp(row[k] - mx);
-  // A row of -inf logits has no finite max; its lse is -inf, as torch.logsumexp says.
-  const double lse = std::isinf(mx) && mx < 0 ? static_cast<double>(mx)
-                                               : static_cast<double>(mx) + std::log(static_cast<double>(sum));
+  // A row of -inf logits has no finite max; its lse is -inf, as torch.logsumexp says. A row of NaN also
+  // leaves mx = -inf (NaN fails every compare), but its sum is NaN, and NaN must come out.
+  const bool no_max = std::isinf(mx) && mx < 0 && !std::isnan(sum);
+  const double lse = no_max ? static_cast<double>(mx) : static_cast<double>(mx) + std::log(static_cast<double>(sum));
 
   const std::int32_t c = t.cls[jc];
   const bool lab_j = t.labeled[jc] != 0;

@@ -8,8 +8,6 @@
 
 #include <cstdint>
 
-#include "launchers.h"
-
 namespace mkefast::cuda {
 
 constexpr int kWarpSize = 32;

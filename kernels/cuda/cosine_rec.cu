@@ -17,6 +17,7 @@
 #include <limits>
 
 #include "common.cuh"
+#include "launchers.h"
 
 namespace mkefast::cuda {
 namespace {

@@ -28,6 +28,7 @@
 #include <limits>
 
 #include "common.cuh"
+#include "launchers.h"
 
 namespace mkefast::cuda {
 namespace {
@@ -108,7 +109,8 @@ __device__ __forceinline__ A inv_count(float n) {
 }
 
 // One block per chunk row j. Pass 1 (one read of the row): the online max / sum-exp for lse and Σ_{P11} x for
-// the reference. Pass 2 (second read of the row, mostly from L2): the three masked sums, which need lse and r.
+// the reference. Pass 2: the three masked sums, which need lse and r; it reads the label arrays (O(B), shared
+// by every row, so they stay in L2) and loads again only the logits of the row's P11 ∪ P10 members.
 template <typename A>
 __global__ void __launch_bounds__(kRowThreads) soft_pu_fwd_kernel(
     const A* __restrict__ dots, const std::int32_t* __restrict__ cls, const std::uint8_t* __restrict__ labeled,

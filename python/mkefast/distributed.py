@@ -131,7 +131,8 @@ def soft_pu_loss(
         backend=backend,
     )
     m, b, d = args.unimodal.shape
-    has_pseudo = args.pseudo_labels is not None
+    pseudo = args.pseudo_labels
+    has_pseudo = pseudo is not None
     shapes = _gather_shapes([b, m, d, int(has_pseudo)], args.fused.device, group)
     for name, col, mine in (("unimodal: number of modalities M", 1, m), ("fused: feature size d", 2, d),
                             ("pseudo_labels: given (1) or None (0)", 3, int(has_pseudo))):
@@ -143,7 +144,7 @@ def soft_pu_loss(
     candidates = _GatherCandidates.apply(args.unimodal, sizes, rank, group)
     all_labels = _gather_rows(args.labels.to(torch.int64), sizes, group)
     all_labeled = _gather_rows(args.labeled, sizes, group)
-    all_pseudo = _gather_rows(args.pseudo_labels.to(torch.int64), sizes, group) if has_pseudo else None
+    all_pseudo = None if pseudo is None else _gather_rows(pseudo.to(torch.int64), sizes, group)
     lb, ulb = soft_pu_terms(args.fused, candidates, all_labels, all_labeled, all_pseudo, args.options,
                             args.backend, row_offset=sum(sizes[:rank]))
     world = len(sizes)

@@ -20,6 +20,12 @@ row_offset (the diagonal test k == j becomes k == row_offset + j, and the anchor
 counts are read at row_offset + j). Gradients are returned in the accumulation dtype or the input dtype
 (the autograd Function casts them to the input dtype).
 
+Calling context: `mkefast.ops` calls these functions from inside `torch.library` custom ops
+(`mkefast::soft_pu_fwd`, ... in `mkefast.ops._library`), so that `torch.compile` sees one opaque node per
+call. There every tensor argument is contiguous (the op makes it so) and the functions must return new
+tensors, never an input or a view of one (the custom-op contract). The backward runs with autograd
+re-enabled, so a backend may differentiate a recomputed forward (the reference backend does).
+
 Choice: the `backend=` argument, else the environment variable `MKEFAST_BACKEND`, else `"auto"`, which
 picks the fastest backend that is built, matches the device and supports the call, and logs once why a
 faster one was skipped.
@@ -64,7 +70,8 @@ def _why_not(name: str, op: str, device: torch.device, dtype: torch.dtype) -> st
 
 
 # Feature size from which `auto` prefers the chunked cuBLAS path (`cuda`) over the fused Triton tiles for
-# soft-PU on a GPU: the per-chunk GEMMs then dominate and cuBLAS wins. See benchmarks/README.md.
+# soft-PU on a GPU: the per-chunk GEMMs then dominate and cuBLAS wins. NOT YET MEASURED: 1024 is a guess;
+# `bash benchmarks/gpu_check.sh` times both over d and prints the measured crossover. See benchmarks/README.md.
 CHUNKED_MIN_DIM = 1024
 
 

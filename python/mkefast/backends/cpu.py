@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -39,9 +39,11 @@ __all__ = [
     "unsupported_reason",
 ]
 
-# MiB of dots per chunk. Measured at B = 8192, d = 128, M = 2 (benchmarks/README.md): 1–4 MiB chunks are
-# fastest (the epilogue reads the block while it is still in the cache) and larger ones only cost memory.
-DEFAULT_CHUNK_MB = 4.0
+# MiB of dots per chunk. Measured at B = 8192, d = 128, M = 2 (benchmarks/README.md): with one thread 4 MiB
+# is ~10-20% faster than 16-64 MiB (the epilogue reads the block while it is still in the cache), but with
+# several threads on a busy machine every chunk costs two OpenMP barriers and small chunks lost up to 3×;
+# 32 MiB (1024 rows at B = 8192, 128 rows at B = 64k) is the robust choice, and still O(chunk·B).
+DEFAULT_CHUNK_MB = 32.0
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -57,7 +59,7 @@ def _compute(t: Tensor) -> Tensor:
     return t if t.dtype in _SUFFIX else t.float()
 
 
-def _kernel(name: str, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+def _kernel(name: str, dtype: torch.dtype) -> Any:
     return getattr(cpu_module(), f"{name}_{_SUFFIX[dtype]}")
 
 

@@ -186,15 +186,16 @@ class Robult(nn.Module):
 
     def reconstruct(self, hidden: Tensor, shared: Tensor) -> tuple[Tensor, Tensor]:
         """(U, H̃): U^i = g^i(H^i) and H̃^i = r^i([U^i, Z^i]) for `hidden` `[M, B, h]`, `shared` `[M, B, p]`."""
-        unique = torch.stack([g(h) for g, h in zip(self.unique_heads, hidden)])
-        rec = torch.stack([r(torch.cat([u, z], -1)) for r, u, z in zip(self.reconstructors, unique, shared)])
+        unique = torch.stack([g(h) for g, h in zip(self.unique_heads, hidden, strict=True)])
+        rec = torch.stack([r(torch.cat([u, z], -1))
+                           for r, u, z in zip(self.reconstructors, unique, shared, strict=True)])
         return unique, rec
 
     def forward(self, views: Sequence[Tensor] | Mapping[str, Tensor]) -> RobultOutput:
         """Every latent and both predictions, from all M modalities `[B, f_i]` (a list or name -> tensor)."""
         xs = self._as_list(views)
         if any(x is None for x in xs):
-            missing = [n for n, x in zip(self.modality_names, xs) if x is None]
+            missing = [n for n, x in zip(self.modality_names, xs, strict=True) if x is None]
             raise ValueError(f"views: forward needs every modality, missing {missing}; use predict()")
         hidden = torch.stack([self.encode(i, x) for i, x in enumerate(xs)])  # type: ignore[arg-type]
         fused_hidden = self.fusion(torch.cat(list(hidden), -1))

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mkefast.ops._library import resolve
 from mkefast.ops._common import SoftPUOptions, SoftPUTargets
+from mkefast.ops._library import resolve
 from mkefast.ops._validate import (
-    REDUCTIONS,
     RBF_SPACES,
+    REDUCTIONS,
     check_bool,
     check_choice,
     check_float_tensor,
@@ -174,7 +174,7 @@ def prepare_soft_pu_inputs(
     check_bool("normalize", normalize)
     check_bool("return_parts", return_parts)
     check_choice("reduction", reduction, REDUCTIONS)
-    name = resolve(backend, "soft_pu", device, fused.dtype, d)  # type: ignore[arg-type]
+    name = resolve(backend, "soft_pu", device, fused.dtype, d)
     if normalize:
         fused = F.normalize(fused, dim=-1, eps=1e-12)
         unimodal = F.normalize(unimodal, dim=-1, eps=1e-12)
@@ -224,6 +224,10 @@ def soft_pu_loss(
 
     All labeled gives supervised contrastive (SupCon) loss; nothing labeled with σ = inf gives InfoNCE,
     `F.cross_entropy(ℓ, arange(B))` per modality. Fused backends never build the B×B matrix.
+
+    `torch.compile(..., fullgraph=True)` traces it without a graph break: the backend work, the class-id
+    remapping and the label check run inside custom ops (`mkefast.ops._library`). Across processes, see
+    `mkefast.distributed.soft_pu_loss`.
 
     Args:
         fused: `[B, d]` anchors, float16/bfloat16/float32/float64.

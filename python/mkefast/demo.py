@@ -1,0 +1,150 @@
+"""`mkefast demo`: a short run (about a minute on a 2-core CPU) that shows what the library is for.
+
+The demo is a list of sections (`SECTIONS`). Each section trains something small, adds rows to the
+summary table and panels to the figure; to extend the demo, write a function `section(ctx) -> None` and
+append it to `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["SECTIONS", "DemoContext", "add_parser", "main", "mfeat_section", "robult_section", "twomoon_section"]
+
+
+@dataclass
+class DemoContext:
+    """What the sections share.
+
+    Attributes:
+        rows: summary rows `(experiment, model, test accuracy %)`.
+        panels: figure panels, each a title and a function drawing on a matplotlib Axes.
+        seconds: wall time of each section.
+    """
+
+    rows: list[tuple[str, str, float]] = field(default_factory=list)
+    panels: list[tuple[str, Callable[[Any], None]]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def twomoon_section(ctx: DemoContext) -> None:
+    """TwoMoon (the MKE paper's Figure 3): a teacher seeing one coordinate, a student seeing both."""
+    from mkefast.data.twomoon import split_twomoon, twomoon_seeds
+    from mkefast.train.mke import run_mke, twomoon_config
+
+    split = split_twomoon()
+    config = twomoon_config(models=("um_student", "mm_student"))
+    results = [run_mke(split, config, seed=seed, show_progress=False) for seed in twomoon_seeds(3)]
+    for model, title in (("um_teacher", "UM teacher (xa)"), ("um_student", "UM student (xa)"),
+                         ("mm_student", "MM student (xa+xb, v0=2)")):
+        ctx.rows.append(("TwoMoon, 30 labels, 3 seeds", title,
+                         sum(r.accuracy[model] for r in results) / len(results)))
+    first = results[0]
+    xa, xb = split.test.views["xa"], split.test.views["xb"]
+    grid_a, grid_b = torch.meshgrid(torch.linspace(float(xa.min()) - 0.5, float(xa.max()) + 0.5, 200),
+                                    torch.linspace(float(xb.min()) - 0.5, float(xb.max()) + 0.5, 200),
+                                    indexing="xy")
+    grid = {"xa": grid_a.reshape(-1, 1), "xb": grid_b.reshape(-1, 1)}
+
+    def panel(model: torch.nn.Module) -> Callable[[Any], None]:
+        def draw(ax: Any) -> None:
+            with torch.no_grad():
+                region = model.eval()(grid).argmax(dim=1).reshape(grid_a.shape)
+            ax.contourf(grid_a.numpy(), grid_b.numpy(), region.numpy(), cmap="bwr_r", alpha=0.2)
+            ax.scatter(xa.numpy(), xb.numpy(), c=split.test.labels.numpy(), cmap="bwr_r", s=8)
+            ax.set_xticks(())
+            ax.set_yticks(())
+
+        return draw
+
+    assert first.teacher is not None
+    ctx.panels.append((f"TwoMoon UM teacher {first.accuracy['um_teacher']:.1f}%", panel(first.teacher)))
+    ctx.panels.append((f"TwoMoon MM student {first.accuracy['mm_student']:.1f}%",
+                       panel(first.students["mm_student"])))
+
+
+def mfeat_section(ctx: DemoContext) -> None:
+    """UCI mfeat digits, 5% labels: a teacher on Fourier coefficients, a student adding Karhunen-Loeve."""
+    from mkefast.data.mfeat import load_mfeat, split_multiview
+    from mkefast.train.mke import mfeat_config, run_mke
+
+    data = load_mfeat(("fou", "kar"))
+    config = mfeat_config("fou", ("fou", "kar"), models=("mm_student",))
+    seeds = (0, 1)
+    results = [run_mke(split_multiview(data, labeled_fraction=0.05, seed=seed), config, seed=seed,
+                       show_progress=False) for seed in seeds]
+    for model, title in (("um_teacher", "UM teacher (fou)"), ("mm_student", "MM student (fou+kar)")):
+        ctx.rows.append((f"mfeat, 5% labels, {len(seeds)} seeds", title,
+                         sum(r.accuracy[model] for r in results) / len(results)))
+    accuracies = {title: acc for experiment, title, acc in ctx.rows if experiment.startswith("mfeat")}
+
+    def draw(ax: Any) -> None:
+        ax.bar(range(len(accuracies)), list(accuracies.values()), color=["#999999", "#3366cc"])
+        ax.set_xticks(range(len(accuracies)), [t.split(" (")[0] for t in accuracies], fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy %")
+
+    ctx.panels.append(("mfeat digits, 5% labels", draw))
+
+
+def robult_section(ctx: DemoContext) -> None:
+    """Robult on mfeat fou + kar, 5% labels: both views, and each view alone (a modality missing)."""
+    from mkefast.train.robult import demo_section
+
+    demo_section(ctx)
+
+
+SECTIONS: list[Callable[[DemoContext], None]] = [twomoon_section, mfeat_section, robult_section]
+"""The demo's sections, run in order."""
+
+
+def _save_figure(ctx: DemoContext, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(ctx.panels), figsize=(3.6 * len(ctx.panels), 3.4), squeeze=False)
+    for ax, (title, draw) in zip(axes[0], ctx.panels, strict=True):
+        draw(ax)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs every section, prints the table and saves the figure to `args.out`."""
+    # The demo's models are tiny: one thread avoids inter-thread overhead that dwarfs the math.
+    torch.set_num_threads(1)
+    ctx = DemoContext()
+    for section in SECTIONS:
+        start = time.perf_counter()
+        section(ctx)
+        ctx.seconds[section.__name__] = time.perf_counter() - start
+    width = max(len(e) for e, _, _ in ctx.rows)
+    print(f"{'experiment':<{width}}  {'model':<26}{'test acc %':>10}")
+    for experiment, model, acc in ctx.rows:
+        print(f"{experiment:<{width}}  {model:<26}{acc:>10.2f}")
+    out = Path(args.out)
+    if ctx.panels:
+        _save_figure(ctx, out)
+        print(f"figure: {out}")
+    print("time: " + ", ".join(f"{name} {s:.1f} s" for name, s in ctx.seconds.items()))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    """Registers `mkefast demo`."""
+    demo = subparsers.add_parser("demo", help="a one-minute tour: knowledge expansion on TwoMoon and mfeat")
+    demo.add_argument("--out", default="mkefast-demo.png", help="where to save the figure")
+    demo.set_defaults(func=main)
+
