@@ -57,8 +57,9 @@ def backend_unavailable_reason(name: str) -> str | None:
     if name == "cpu":
         return _load("_C")[1]
     if name == "cuda":
-        if _load("_C_cuda")[1] is not None:
-            return _load("_C_cuda")[1] + " (built only where a CUDA compiler is found at install time)"
+        error = _load("_C_cuda")[1]
+        if error is not None:
+            return error + " (built only where a CUDA compiler is found at install time)"
         if not torch.cuda.is_available():
             return "no CUDA device is visible (torch.cuda.is_available() is False)"
         return None

@@ -70,14 +70,17 @@ def _why_not(name: str, op: str, device: torch.device, dtype: torch.dtype) -> st
 
 
 # Feature size from which `auto` prefers the chunked cuBLAS path (`cuda`) over the fused Triton tiles for
-# soft-PU on a GPU: the per-chunk GEMMs then dominate and cuBLAS wins. NOT YET MEASURED: 1024 is a guess;
+# soft-PU on a GPU: the per-chunk GEMMs then dominate and cuBLAS wins. Only for float32/float64 inputs: the
+# chunked path computes its logits in float32 (bf16 logits would be less exact than the reference), so for
+# bf16/fp16 it gives up the tensor cores that Triton keeps. NOT YET MEASURED: 1024 is a guess;
 # `bash benchmarks/gpu_check.sh` times both over d and prints the measured crossover. See benchmarks/README.md.
 CHUNKED_MIN_DIM = 1024
 
 
-def _auto_order(op: str, device: torch.device, dim: int) -> tuple[str, ...]:
+def _auto_order(op: str, device: torch.device, dtype: torch.dtype, dim: int) -> tuple[str, ...]:
     order = _AUTO_ORDER.get(device.type, ("reference",))
-    if op == "soft_pu" and device.type == "cuda" and dim >= CHUNKED_MIN_DIM:
+    wide_fp32 = dim >= CHUNKED_MIN_DIM and dtype in (torch.float32, torch.float64)
+    if op == "soft_pu" and device.type == "cuda" and wide_fp32:
         return ("cuda", "triton", "reference")
     return order
 
@@ -113,7 +116,7 @@ def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype
                 f"available here: {', '.join(_available_for(op, device, dtype))}"
             )
         return name
-    for candidate in _auto_order(op, device, dim):
+    for candidate in _auto_order(op, device, dtype, dim):
         reason = _why_not(candidate, op, device, dtype)
         if reason is None:
             return candidate

@@ -47,7 +47,9 @@ from torch import Tensor
 
 from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets
 
-__all__ = ["BwdEpilogue", "FwdEpilogue", "chunk_rows_for", "soft_pu_bwd_chunked", "soft_pu_fwd_chunked"]
+__all__ = [
+    "BwdEpilogue", "FwdEpilogue", "chunk_rows_for", "kernel_targets", "soft_pu_bwd_chunked", "soft_pu_fwd_chunked",
+]
 
 FwdEpilogue = Callable[[Tensor, int, SoftPUTargets, SoftPUOptions, SoftPUStats], None]
 BwdEpilogue = Callable[[Tensor, int, SoftPUTargets, SoftPUOptions, SoftPUStats, Tensor, Tensor], None]
@@ -67,6 +69,16 @@ def chunk_rows_for(num_rows: int, num_cols: int, dtype: torch.dtype, budget_mb: 
         raise ValueError(f"budget_mb: expected a positive number of MiB, got {budget_mb}")
     row_bytes = num_cols * torch.empty((), dtype=dtype).element_size()
     return max(1, min(num_rows, int(budget_mb * 2**20) // row_bytes))
+
+
+def kernel_targets(targets: SoftPUTargets) -> SoftPUTargets:
+    """The label arrays in the layout the compiled epilogues read: contiguous int32 / bool / float32."""
+    return targets._replace(
+        cls=targets.cls.to(torch.int32).contiguous(),
+        labeled=targets.labeled.to(torch.bool).contiguous(),
+        n11=targets.n11.to(torch.float32).contiguous(),
+        n10=targets.n10.to(torch.float32).contiguous(),
+    )
 
 
 def _chunks(num_rows: int, chunk_rows: int) -> range:

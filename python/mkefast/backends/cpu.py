@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from mkefast._build import cpu_module
-from mkefast.backends._chunked import chunk_rows_for, soft_pu_bwd_chunked, soft_pu_fwd_chunked
+from mkefast.backends._chunked import chunk_rows_for, kernel_targets, soft_pu_bwd_chunked, soft_pu_fwd_chunked
 from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets
 
 __all__ = [
@@ -133,15 +133,9 @@ def _bwd_epilogue(
     )
 
 
-def _contiguous_targets(targets: SoftPUTargets) -> SoftPUTargets:
-    return targets._replace(cls=targets.cls.to(torch.int32).contiguous(), labeled=targets.labeled.contiguous(),
-                            n11=targets.n11.to(torch.float32).contiguous(),
-                            n10=targets.n10.to(torch.float32).contiguous())
-
-
 def soft_pu_fwd(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
     """Forward of the soft-PU loss. fused `[B_a, d]`, unimodal `[M, B, d]`; returns `[M, B_a]` statistics."""
-    targets = _contiguous_targets(targets)
+    targets = kernel_targets(targets)
     index = _class_index(targets)
     rows = chunk_rows(fused.shape[0], unimodal.shape[1], fused.dtype)
     return soft_pu_fwd_chunked(fused, unimodal, targets, options, functools.partial(_fwd_epilogue, index), rows)
@@ -159,7 +153,7 @@ def soft_pu_bwd(
     needs_unimodal: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of Σ grad_lb·lb + grad_ulb·ulb (grad_lb, grad_ulb `[M, B_a]`), in the accumulation dtype."""
-    targets = _contiguous_targets(targets)
+    targets = kernel_targets(targets)
     index = _class_index(targets)
     acc = _acc(fused.dtype)
     stats = SoftPUStats(*(t.to(acc).contiguous() for t in stats))

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mkefast._build import backend_unavailable_reason, cuda_module
-from mkefast.backends._chunked import chunk_rows_for, soft_pu_bwd_chunked, soft_pu_fwd_chunked
+from mkefast.backends._chunked import chunk_rows_for, kernel_targets, soft_pu_bwd_chunked, soft_pu_fwd_chunked
 from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets
 
 __all__ = ["cosine_rec_bwd", "cosine_rec_fwd", "soft_pu_bwd", "soft_pu_fwd", "unsupported_reason"]
@@ -64,16 +64,6 @@ def _where(t: Tensor) -> tuple[int, int]:
     return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
 
 
-def _kernel_targets(targets: SoftPUTargets) -> SoftPUTargets:
-    """The label arrays in the layout the kernels read: contiguous int32 / bool / float32."""
-    return targets._replace(
-        cls=targets.cls.to(torch.int32).contiguous(),
-        labeled=targets.labeled.to(torch.bool).contiguous(),
-        n11=targets.n11.to(torch.float32).contiguous(),
-        n10=targets.n10.to(torch.float32).contiguous(),
-    )
-
-
 def _fwd_epilogue(
     dots: Tensor, first_row: int, targets: SoftPUTargets, options: SoftPUOptions, out: SoftPUStats
 ) -> None:
@@ -107,7 +97,7 @@ def _chunk_rows(fused: Tensor, unimodal: Tensor) -> int:
 
 def soft_pu_fwd(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
     """Forward of the soft-PU loss. fused `[B_a, d]`, unimodal `[M, B, d]`; returns `[M, B_a]` statistics."""
-    return soft_pu_fwd_chunked(fused, unimodal, _kernel_targets(targets), options, _fwd_epilogue,
+    return soft_pu_fwd_chunked(fused, unimodal, kernel_targets(targets), options, _fwd_epilogue,
                                _chunk_rows(fused, unimodal))
 
 
@@ -125,7 +115,7 @@ def soft_pu_bwd(
     """Gradients of Σ grad_lb·lb + grad_ulb·ulb: `[B_a, d]` and `[M, B, d]` in the accumulation dtype."""
     acc = _acc(fused.dtype)
     stats = SoftPUStats(*(t.to(acc).contiguous() for t in stats))
-    return soft_pu_bwd_chunked(fused, unimodal, _kernel_targets(targets), options, stats, grad_lb, grad_ulb,
+    return soft_pu_bwd_chunked(fused, unimodal, kernel_targets(targets), options, stats, grad_lb, grad_ulb,
                                needs_fused, needs_unimodal, _bwd_epilogue, _chunk_rows(fused, unimodal))
 
 
