@@ -8,7 +8,7 @@ import torch
 
 import mkefast
 from mkefast.backends import reference
-from mkefast.bench._common import backend_providers, itemsize
+from mkefast.bench._common import backend_providers, itemsize, mode_callables
 from mkefast.bench.runner import Case, OpSpec
 
 
@@ -31,25 +31,7 @@ def step(case: Case, state: dict[str, Any]) -> Any:
         def loss() -> torch.Tensor:
             return mkefast.cosine_reconstruction_loss(a, b, backend=case.provider)
 
-    if case.mode == "fwd":
-        def fwd() -> None:
-            with torch.no_grad():
-                loss()
-        return fwd
-    if case.mode == "fwd+bwd":
-        def fwd_bwd() -> None:
-            a.grad = b.grad = None
-            loss().backward()
-        return fwd_bwd
-
-    def setup() -> None:
-        a.grad = b.grad = None
-        state["loss"] = loss()
-
-    def bwd() -> None:
-        state.pop("loss").backward()
-
-    return setup, bwd
+    return mode_callables(case.mode, loss, (a, b))
 
 
 def flops(case: Case) -> float:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import mkefast
 from mkefast.backends import reference
-from mkefast.bench._common import backend_providers, itemsize
+from mkefast.bench._common import backend_providers, itemsize, mode_callables
 from mkefast.bench.runner import Case, OpSpec
 from mkefast.ops._common import SoftPUOptions, make_targets
 
@@ -68,25 +68,7 @@ def step(case: Case, state: dict[str, Any]) -> Any:
             return cast(torch.Tensor, mkefast.soft_pu_loss(fused, unimodal, state["labels"], state["labeled"],
                                                            state["pseudo"], backend=case.provider))
 
-    if case.mode == "fwd":
-        def fwd() -> None:
-            with torch.no_grad():
-                loss()
-        return fwd
-    if case.mode == "fwd+bwd":
-        def fwd_bwd() -> None:
-            fused.grad = unimodal.grad = None
-            loss().backward()
-        return fwd_bwd
-
-    def setup() -> None:
-        fused.grad = unimodal.grad = None
-        state["loss"] = loss()
-
-    def bwd() -> None:
-        state.pop("loss").backward()
-
-    return setup, bwd
+    return mode_callables(case.mode, loss, (fused, unimodal))
 
 
 _GEMMS = {"fwd": 1, "bwd": 3, "fwd+bwd": 4}
