@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import importlib
 import importlib.util
 import os
+import subprocess
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -129,4 +132,46 @@ def build_config() -> dict[str, Any]:
             for name in BACKEND_NAMES
             if (reason := backend_unavailable_reason(name)) is not None
         },
+    }
+
+
+@functools.cache
+def git_sha() -> str | None:
+    """The commit this package was built from: the sha recorded at build time (`mkefast._git_sha`, written by
+    the build), else `git rev-parse` of the checkout the package is imported from, else None."""
+    try:
+        from mkefast._git_sha import GIT_SHA  # type: ignore[import-not-found]
+
+        if GIT_SHA:
+            return str(GIT_SHA)
+    except ImportError:
+        pass
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             check=False, cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and sha else None
+
+
+def provenance() -> dict[str, Any]:
+    """What produced a result: mkefast's version and commit, torch, Triton, the date (UTC). Every JSON and CSV
+    row that the command line writes carries these keys."""
+    from mkefast import __version__
+
+    triton_version = None
+    if triton_importable()[0]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            triton_version = version("triton")
+        except PackageNotFoundError:
+            triton_version = None
+    return {
+        "mkefast": __version__,
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
