@@ -1,30 +1,35 @@
 """Backend registry and selection.
 
-Every backend module (`reference`, `cpu`, `cuda`, `triton`) exposes the same host functions with the same
-signatures, so that `mkefast.ops` can call any of them:
+Every backend module (`reference`, `cpu`, `cuda`, `triton`) computes the ops of docs/math.md. The fused
+ones (`cpu`, `cuda`, `triton`) expose the same host functions with the same signatures, which the custom ops
+of `mkefast.ops._library` call:
 
-- `soft_pu_fwd(fused, unimodal, targets, options) -> SoftPUStats`
-- `soft_pu_bwd(fused, unimodal, targets, options, stats, grad_lb, grad_ulb, needs_fused, needs_unimodal)
-  -> (grad_fused | None, grad_unimodal | None)`
-- `cosine_rec_fwd(reconstruction, target) -> loss`
-- `cosine_rec_bwd(reconstruction, target, grad_loss, needs_reconstruction, needs_target)
+- `soft_pu_fwd(anchors, candidates, targets, options) -> SoftPUStats`
+- `soft_pu_bwd(anchors, candidates, targets, options, stats, grad_lb, grad_ulb, needs_anchors,
+  needs_candidates, needs_temperature) -> SoftPUGrads`
+- `cosine_rec_fwd(reconstruction, target) -> rows`
+- `cosine_rec_bwd(reconstruction, target, grad_rows, needs_reconstruction, needs_target)
   -> (grad_reconstruction | None, grad_target | None)`
 - `unsupported_reason(op, device, dtype) -> str | None`: None when the backend can run `op` on such tensors.
 
-Shapes: fused `[B_a, d]`, unimodal `[M, B, d]` (both contiguous, one float dtype; normalized already when
-the user asked for it), targets per `mkefast.ops._common.SoftPUTargets` (arrays over the B candidates),
-stats and grad_lb / grad_ulb `[M, B_a]` in the accumulation dtype (float64 for float64 inputs, else
-float32). Anchor j is candidate `targets.row_offset + j`: in a single process row_offset = 0 and B_a = B;
-under torch.distributed a rank's anchors are its slice of the gathered candidates. Every backend must honour
-row_offset (the diagonal test k == j becomes k == row_offset + j, and the anchor's class, labeled flag and
-counts are read at row_offset + j). Gradients are returned in the accumulation dtype or the input dtype
-(the autograd Function casts them to the input dtype).
+`reference` is plain differentiable PyTorch instead (`soft_pu_terms`, `cosine_rec_rows`): torch's autograd
+differentiates it, so it is called directly, not through a custom op.
 
-Calling context: `mkefast.ops` calls these functions from inside `torch.library` custom ops
-(`mkefast::soft_pu_fwd`, ... in `mkefast.ops._library`), so that `torch.compile` sees one opaque node per
-call. There every tensor argument is contiguous (the op makes it so) and the functions must return new
-tensors, never an input or a view of one (the custom-op contract). The backward runs with autograd
-re-enabled, so a backend may differentiate a recomputed forward (the reference backend does).
+Contract of the soft-PU functions (ONE direction of the op: the symmetric form is two calls):
+- anchors `[B_a, d]`, candidates `[M, B_c, d]`: contiguous, one float dtype (float16, bfloat16, float32,
+  float64), on one device, already L2-normalized when the user asked for it. B_a and B_c are independent.
+- targets: `mkefast.ops._common.SoftPUTargets` (per-candidate `cls`/`labeled` `[B_c]`, per-anchor
+  `anchor_cls`/`anchor_labeled`/`n11`/`n10` `[B_a]`, `num_classes`, `diag_offset`: anchor j's partner is
+  candidate j + diag_offset when that is < B_c).
+- options: `SoftPUOptions` (temperature as a Python float, rbf_sigma, rbf_space, exclude_diagonal).
+- stats: `SoftPUStats`, each `[M, B_a]`: lb, ulb, lse, a_ulb in the accumulation dtype (float64 for
+  float64 inputs, else float32); ref in float64, in logit units in both RBF spaces. The backward must
+  recompute every weight from that stored ref, and the diagonal fallback pair has w = 1 by definition.
+- grad_lb, grad_ulb: `[M, B_a]` in the accumulation dtype. The backward returns the gradients asked for
+  (`SoftPUGrads`: anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature: any tensor whose sum is
+  ∂L/∂τ), in the accumulation or the input dtype (the op casts to the input dtype).
+- Never allocate anything of size B_a×B_c (the row-chunked backends hold chunk×B_c).
+- They run inside custom ops: they must return new tensors, never an input or a view of one.
 
 Choice: the `backend=` argument, else the environment variable `MKEFAST_BACKEND`, else `"auto"`, which
 picks the fastest backend that is built, matches the device and supports the call, and logs once why a
