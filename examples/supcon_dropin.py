@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         mk_peak = one_step_peak(mkefast_criterion(args.temperature), args.memory_batch, 128)
         print(f"peak extra memory of one step at B = {args.memory_batch}, d = 128, M = 2 (float32): "
               f"pml {pml_peak / 2**20:.1f} MiB, mkefast {mk_peak / 2**20:.1f} MiB "
-              f"(backend {mkefast.ops.soft_pu.resolve('auto', 'soft_pu', torch.device('cpu'), torch.float32, 128)})")
+              f"(backend {mkefast.ops.soft_pu.resolve('auto', 'soft_pu', torch.device('cpu'), torch.float32, False)})")
     return 0 if worst < 1e-9 else 1
 
 

@@ -10,26 +10,32 @@ learning with latent reconstruction), and the ops that make them fast at large b
 """
 
 from mkefast._build import available_backends, build_config
-from mkefast.nn import CosineReconstructionLoss, SoftPULoss
+from mkefast.nn import ClipLoss, CosineReconstructionLoss, SoftPULoss, SupConLoss
 from mkefast.ops import (
     CosineReconstructionFunction,
     SoftPULossFunction,
     SoftPUParts,
+    clip_loss,
     cosine_reconstruction_loss,
     soft_pu_loss,
+    supcon_loss,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClipLoss",
     "CosineReconstructionFunction",
     "CosineReconstructionLoss",
     "SoftPULoss",
     "SoftPULossFunction",
     "SoftPUParts",
+    "SupConLoss",
     "__version__",
     "available_backends",
     "build_config",
+    "clip_loss",
     "cosine_reconstruction_loss",
     "soft_pu_loss",
+    "supcon_loss",
 ]

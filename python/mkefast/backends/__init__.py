@@ -47,7 +47,7 @@ import torch
 
 from mkefast._build import BACKEND_NAMES, backend_unavailable_reason
 
-__all__ = ["BACKEND_NAMES", "BackendUnavailableError", "get_backend", "resolve_backend"]
+__all__ = ["BACKEND_NAMES", "CHUNKED_MIN_DIM", "BackendUnavailableError", "get_backend", "resolve_backend"]
 
 _log = logging.getLogger("mkefast")
 _warned: set[tuple[str, str]] = set()
@@ -82,15 +82,15 @@ def _why_not(name: str, op: str, device: torch.device, dtype: torch.dtype) -> st
 CHUNKED_MIN_DIM = 1024
 
 
-def _auto_order(op: str, device: torch.device, dtype: torch.dtype, dim: int) -> tuple[str, ...]:
+def _auto_order(op: str, device: torch.device, dtype: torch.dtype, wide: bool) -> tuple[str, ...]:
     order = _AUTO_ORDER.get(device.type, ("reference",))
-    wide_fp32 = dim >= CHUNKED_MIN_DIM and dtype in (torch.float32, torch.float64)
+    wide_fp32 = wide and dtype in (torch.float32, torch.float64)
     if op == "soft_pu" and device.type == "cuda" and wide_fp32:
         return ("cuda", "triton", "reference")
     return order
 
 
-def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype, dim: int = 0) -> str:
+def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: bool = False) -> str:
     """The backend to run `op` on tensors of `device`/`dtype` with, for the user's choice `name`.
 
     Args:
@@ -98,7 +98,8 @@ def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype
         op: `"soft_pu"` or `"cosine_rec"`.
         device: the inputs' device.
         dtype: the inputs' floating dtype.
-        dim: the feature size d (it moves the GPU choice between the fused and the chunked kernels).
+        wide: the feature size d is at least `CHUNKED_MIN_DIM` (it moves the GPU choice between the fused and
+            the chunked kernels).
 
     Raises:
         ValueError: `name` (or `MKEFAST_BACKEND`) is not a backend name.
@@ -121,7 +122,7 @@ def resolve_backend(name: str, op: str, device: torch.device, dtype: torch.dtype
                 f"available here: {', '.join(_available_for(op, device, dtype))}"
             )
         return name
-    for candidate in _auto_order(op, device, dtype, dim):
+    for candidate in _auto_order(op, device, dtype, wide):
         reason = _why_not(candidate, op, device, dtype)
         if reason is None:
             return candidate

@@ -66,7 +66,7 @@ def soft_pu_terms(
     candidates: Tensor,  # [M, B_c, d]
     targets: SoftPUTargets,
     options: SoftPUOptions,
-    temperature: Tensor | float,
+    temperature: Tensor | None = None,
 ) -> SoftPUStats:
     """One direction of the op, densely; `lb` and `ulb` are differentiable in the inputs and `temperature`.
 
@@ -79,15 +79,15 @@ def soft_pu_terms(
     w and ρ are constants (computed from detached logits).
 
     Args:
-        temperature: τ, a float or a 0-d tensor (then ∂/∂τ flows through ℓ); `options.temperature` is
-            not read, so that a traced tensor temperature is never turned into a Python float.
+        temperature: a 0-d tensor τ that replaces `options.temperature` (∂/∂τ then flows through ℓ); a
+            tensor temperature is never turned into a Python float, which would break a torch.compile trace.
 
     Returns:
         `SoftPUStats`, each `[M, B_a]` (ref float64, the others in the accumulation dtype).
     """
     acc = acc_dtype(anchors.dtype)
     s, z = anchors.to(acc), candidates.to(acc)
-    tau = temperature.to(acc) if isinstance(temperature, Tensor) else temperature
+    tau = options.temperature if temperature is None else temperature.to(acc)
     logits = torch.einsum("jd,mkd->mjk", s, z) / tau
     b_a, b_c = s.shape[0], z.shape[1]
     p11, p10, diag = pair_masks(targets, options.exclude_diagonal)

@@ -1,5 +1,5 @@
 """nn.Modules holding the options of the mkefast ops (like `torch.nn` losses)."""
 
-from mkefast.nn.losses import CosineReconstructionLoss, SoftPULoss
+from mkefast.nn.losses import ClipLoss, CosineReconstructionLoss, SoftPULoss, SupConLoss
 
-__all__ = ["CosineReconstructionLoss", "SoftPULoss"]
+__all__ = ["ClipLoss", "CosineReconstructionLoss", "SoftPULoss", "SupConLoss"]

@@ -47,8 +47,9 @@ class SoftPUOptions:
 
     @property
     def rbf_enabled(self) -> bool:
-        """False when σ = inf: every weight is then exactly 1."""
-        return math.isfinite(self.rbf_sigma)
+        """False when σ = inf: every weight is then exactly 1. (A comparison, not math.isfinite: under
+        torch.compile with dynamic shapes σ may be a SymFloat.)"""
+        return self.rbf_sigma < math.inf
 
     @property
     def phi(self) -> bool:

@@ -1,218 +1,203 @@
-"""The backends' host functions as `torch.library` custom ops, so that `torch.compile` sees each as one node.
+"""The fused backends' host functions as `torch.library` custom ops, so that `torch.compile` sees each as one node.
 
-Every op takes tensors and scalars only (the `SoftPUTargets` / `SoftPUOptions` structures are rebuilt
-inside), runs eagerly on the backend named by its `backend` argument, and has a fake implementation that
-gives the output shapes and dtypes without touching data. Everything data-dependent happens inside an op:
+Every op takes tensors and scalars only (the `SoftPUTargets` / `SoftPUOptions` structures are packed by
+`pack_targets` / the scalar arguments and rebuilt inside), runs eagerly on the backend named by its
+`backend` argument, and has a fake implementation that gives the output shapes and dtypes without touching
+data. Everything data-dependent happens inside an op:
 
-- `mkefast::soft_pu_targets` checks the labels and builds the dense class ids and mask sizes
-  (`torch.unique`, `bincount`); the number of classes C comes back as a 0-d int64 tensor on the CPU, so
-  that no output shape depends on data and no GPU synchronization is needed to read it later.
-- `mkefast::soft_pu_fwd` / `mkefast::soft_pu_bwd`, `mkefast::cosine_rec_fwd` / `mkefast::cosine_rec_bwd`
-  call `soft_pu_fwd` ... `cosine_rec_bwd` of the backend module. The backward ops return only the
-  gradients asked for (a list), in the inputs' dtypes.
+- `mkefast::soft_pu_targets` checks the labels (and a tensor temperature) and builds the dense class ids
+  and the mask sizes (`torch.unique`, `bincount`); the number of classes comes back as a 0-d int64 tensor
+  on the CPU, so that no output shape depends on data.
+- `mkefast::soft_pu_fwd` / `mkefast::soft_pu_bwd` and `mkefast::cosine_rec_fwd` / `mkefast::cosine_rec_bwd`
+  call the backend module's host functions (one direction of the op each).
 
-The autograd formulas are registered beside the functional API (`SoftPULossFunction`,
-`CosineReconstructionFunction`), which is the only caller of these ops.
+The autograd formulas are the `torch.autograd.Function`s of `mkefast.ops.soft_pu` / `mkefast.ops.cosine_rec`,
+which call these ops; the `reference` backend is plain differentiable PyTorch and never goes through them.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor
 
-from mkefast.backends import get_backend, resolve_backend
-from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets, make_targets
+from mkefast.backends import CHUNKED_MIN_DIM, get_backend, resolve_backend
+from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype, make_targets
 
-__all__ = ["cosine_rec_bwd", "cosine_rec_fwd", "resolve", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets"]
+__all__ = ["CHUNKED_MIN_DIM", "cosine_rec_bwd", "cosine_rec_fwd", "pack_targets", "resolve", "soft_pu_bwd",
+           "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
 
 
 @torch.compiler.assume_constant_result
-def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, dim: int) -> str:
+def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: bool) -> str:
     """`mkefast.backends.resolve_backend`, which `torch.compile` evaluates once while tracing.
 
     Its result depends only on constants of the trace (the arguments) and on the build and the environment,
     so the compiled graph keeps the backend chosen at trace time (a later change of `MKEFAST_BACKEND` needs
-    `torch.compiler.reset()`). Tracing through it instead would break the graph at its imports.
+    `torch.compiler.reset()`). Tracing through it instead would break the graph at its imports. Callers
+    pass `wide` (d >= CHUNKED_MIN_DIM) from a Python comparison, which `torch.compile` turns into a guard on
+    a symbolic d, so that the arguments stay constants.
     """
-    return resolve_backend(name, op, device, dtype, dim)
+    return resolve_backend(name, op, device, dtype, wide)
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def pack_targets(targets: SoftPUTargets) -> list[Tensor]:
+    """The tensors of `targets` as the ops take them: `[cls, labeled, anchor_cls, anchor_labeled, n11, n10, C]`,
+    C a 0-d int64 CPU tensor (`diag_offset` travels as an int argument)."""
+    return [targets.cls, targets.labeled, targets.anchor_cls, targets.anchor_labeled, targets.n11, targets.n10,
+            torch.tensor(targets.num_classes, dtype=torch.int64)]
 
 
-@contextlib.contextmanager
-def _autograd_dispatch() -> Iterator[None]:
-    """Undoes, inside a kernel, the exclusion of autograd that the dispatcher applies below autograd.
-
-    A custom op's kernel runs with the autograd dispatch keys excluded, but a backend's backward may
-    differentiate a recomputed forward with `torch.autograd` (the `reference` backend does, as an
-    independent check of the analytic gradients of the others).
-    """
-    keys = (torch._C.DispatchKey.AutogradFunctionality, torch._C.DispatchKey.AutogradOther,
-            torch._C.DispatchKey.AutogradNestedTensor)
-    with contextlib.ExitStack() as stack:
-        for key in keys:
-            stack.enter_context(torch._C._SetExcludeDispatchKeyGuard(key, False))
-        yield
-
-
-def _dense(*tensors: Tensor) -> list[Tensor]:
-    """Contiguous copies where needed: the backends take dense rows, and a compiler may hand a custom op
-    other strides than eager mode would (Inductor picks the layout of the buffers it creates)."""
-    return [t.contiguous() for t in tensors]
-
-
-def _empty(t: Tensor) -> Tensor:
-    """A contiguous tensor like `t`, whatever the strides of `t` (what the backends return)."""
-    return t.new_empty(t.shape)
-
-
-def _grads_asked(
-    grads: tuple[Tensor | None, Tensor | None], inputs: tuple[Tensor, Tensor], needs: tuple[bool, bool],
-    names: tuple[str, str], backend: str,
-) -> list[Tensor]:
-    """The requested gradients cast to their inputs' dtypes; a backend that skipped one is an error."""
-    out = []
-    for grad, inp, need, name in zip(grads, inputs, needs, names, strict=True):
-        if not need:
-            continue
-        if grad is None:
-            raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
-        out.append(grad.to(inp.dtype).contiguous())
-    return out
+def unpack_targets(packed: list[Tensor], diag_offset: int) -> SoftPUTargets:
+    cls, labeled, anchor_cls, anchor_labeled, n11, n10, num_classes = (t.contiguous() for t in packed)
+    return SoftPUTargets(cls, labeled, anchor_cls, anchor_labeled, n11, n10, int(num_classes), diag_offset)
 
 
 @torch.library.custom_op("mkefast::soft_pu_targets", mutates_args=())
 def soft_pu_targets(
-    labels: Tensor, labeled: Tensor, pseudo_labels: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`make_targets` as an op: `(cls [B] int32, n11 [B] float32, n10 [B] float32, C: 0-d int64 on CPU)`.
+    labels: Tensor,  # [B_c] int
+    labeled: Tensor,  # [B_c] bool
+    pseudo_labels: Tensor | None,  # [B_c] int
+    anchor_labels: Tensor,  # [B_a] int
+    anchor_labeled: Tensor,  # [B_a] bool
+    anchor_pseudo: Tensor | None,  # [B_a] int
+    temperature: Tensor | None,  # 0-d: a tensor temperature to check, or None
+    diag_offset: int,
+    exclude_diagonal: bool,
+) -> list[Tensor]:
+    """`make_targets` as an op, after the data-dependent checks; returns `pack_targets` of the result.
 
     Raises:
-        ValueError: a labeled sample has a negative class id.
+        ValueError: a labeled sample has a negative class id, or a tensor temperature is not a finite
+            number >= 2⁻¹²⁶ (docs/math.md, "Numerics").
     """
-    if bool((labeled & (labels < 0)).any()):
-        raise ValueError("labels: expected class ids >= 0 for every labeled sample")
-    targets = make_targets(labels, labeled, pseudo_labels)
-    return targets.cls, targets.n11, targets.n10, torch.tensor(targets.num_classes, dtype=torch.int64)
+    for name, lab, lbl in (("labels", labeled, labels), ("labels", anchor_labeled, anchor_labels)):
+        if bool((lab & (lbl < 0)).any()):
+            raise ValueError(f"{name}: expected class ids >= 0 for every labeled sample")
+    if temperature is not None:
+        tau = float(temperature.detach())
+        if not 2.0**-126 <= tau < float("inf"):
+            raise ValueError(f"temperature: expected a finite value >= {2.0**-126:.3g}, got {tau!r}")
+    targets = make_targets(labels, labeled, pseudo_labels, anchor_labels, anchor_labeled, anchor_pseudo,
+                           diag_offset=diag_offset, exclude_diagonal=exclude_diagonal)
+    # Outputs may not alias inputs (a bool `labeled` comes back from make_targets as itself).
+    return [t.clone() if t is labeled or t is anchor_labeled else t for t in pack_targets(targets)]
 
 
 @soft_pu_targets.register_fake
-def _(labels: Tensor, labeled: Tensor, pseudo_labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    b = labels.shape[0]
-    return (labels.new_empty(b, dtype=torch.int32), labels.new_empty(b, dtype=torch.float32),
-            labels.new_empty(b, dtype=torch.float32), torch.empty((), dtype=torch.int64, device="cpu"))
+def _(labels: Tensor, labeled: Tensor, pseudo_labels: Tensor | None, anchor_labels: Tensor, anchor_labeled: Tensor,
+      anchor_pseudo: Tensor | None, temperature: Tensor | None, diag_offset: int, exclude_diagonal: bool,
+      ) -> list[Tensor]:
+    b_c, b_a = labels.shape[0], anchor_labels.shape[0]
+    return [labels.new_empty(b_c, dtype=torch.int32), labels.new_empty(b_c, dtype=torch.bool),
+            labels.new_empty(b_a, dtype=torch.int32), labels.new_empty(b_a, dtype=torch.bool),
+            labels.new_empty(b_a, dtype=torch.float32), labels.new_empty(b_a, dtype=torch.float32),
+            torch.empty((), dtype=torch.int64, device="cpu")]
+
+
+def _options(temperature: Tensor, rbf_sigma: float, rbf_space: str, exclude_diagonal: bool) -> SoftPUOptions:
+    return SoftPUOptions(float(temperature.detach()), float(rbf_sigma), rbf_space, exclude_diagonal)
 
 
 @torch.library.custom_op("mkefast::soft_pu_fwd", mutates_args=())
 def soft_pu_fwd(
-    fused: Tensor,  # [B_a, d]
-    unimodal: Tensor,  # [M, B, d]
-    cls: Tensor,  # [B] int32
-    labeled: Tensor,  # [B] bool
-    n11: Tensor,  # [B] float32
-    n10: Tensor,  # [B] float32
-    num_classes: Tensor,  # 0-d int64 on CPU
-    row_offset: int,
-    temperature: float,
+    anchors: Tensor,  # [B_a, d]
+    candidates: Tensor,  # [M, B_c, d]
+    targets: list[Tensor],  # pack_targets
+    temperature: Tensor,  # 0-d
+    diag_offset: int,
     rbf_sigma: float,
     rbf_space: str,
+    exclude_diagonal: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The backend's `soft_pu_fwd`; returns the `SoftPUStats` fields `(lb, ulb, lse, ref, a_ulb)`, `[M, B_a]`."""
-    fused, unimodal, cls, labeled, n11, n10 = _dense(fused, unimodal, cls, labeled, n11, n10)
-    targets = SoftPUTargets(cls, labeled, n11, n10, int(num_classes), row_offset)
-    options = SoftPUOptions(temperature, rbf_sigma, rbf_space)
-    stats = get_backend(backend).soft_pu_fwd(fused, unimodal, targets, options)
-    return stats.lb, stats.ulb, stats.lse, stats.ref, stats.a_ulb
+    """The backend's `soft_pu_fwd`: the `SoftPUStats` fields `(lb, ulb, lse, ref, a_ulb)`, each `[M, B_a]`."""
+    options = _options(temperature, rbf_sigma, rbf_space, exclude_diagonal)
+    stats = get_backend(backend).soft_pu_fwd(anchors.contiguous(), candidates.contiguous(),
+                                             unpack_targets(targets, diag_offset), options)
+    return tuple(stats)
 
 
 @soft_pu_fwd.register_fake
-def _(fused: Tensor, unimodal: Tensor, cls: Tensor, labeled: Tensor, n11: Tensor, n10: Tensor, num_classes: Tensor,
-      row_offset: int, temperature: float, rbf_sigma: float, rbf_space: str, backend: str,
+def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, diag_offset: int,
+      rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str,
       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    shape = (unimodal.shape[0], fused.shape[0])
-    acc = _acc(fused.dtype)
-    return tuple(fused.new_empty(shape, dtype=acc) for _ in SoftPUStats._fields)  # type: ignore[return-value]
+    shape = (candidates.shape[0], anchors.shape[0])
+    acc = acc_dtype(anchors.dtype)
+    dtypes = {"ref": torch.float64}
+    return tuple(anchors.new_empty(shape, dtype=dtypes.get(f, acc)) for f in SoftPUStats._fields)  # type: ignore[return-value]
 
 
 @torch.library.custom_op("mkefast::soft_pu_bwd", mutates_args=())
 def soft_pu_bwd(
-    fused: Tensor,  # [B_a, d]
-    unimodal: Tensor,  # [M, B, d]
-    cls: Tensor,  # [B] int32
-    labeled: Tensor,  # [B] bool
-    n11: Tensor,  # [B] float32
-    n10: Tensor,  # [B] float32
-    num_classes: Tensor,  # 0-d int64 on CPU
-    row_offset: int,
-    temperature: float,
+    anchors: Tensor,  # [B_a, d]
+    candidates: Tensor,  # [M, B_c, d]
+    targets: list[Tensor],  # pack_targets
+    temperature: Tensor,  # 0-d
+    diag_offset: int,
     rbf_sigma: float,
     rbf_space: str,
+    exclude_diagonal: bool,
     backend: str,
     stats: list[Tensor],  # the five [M, B_a] outputs of soft_pu_fwd
     grad_lb: Tensor,  # [M, B_a]
     grad_ulb: Tensor,  # [M, B_a]
-    needs_fused: bool,
-    needs_unimodal: bool,
+    needs: list[bool],  # anchors, candidates, temperature
 ) -> list[Tensor]:
-    """The backend's `soft_pu_bwd`: `[grad_fused]` if needs_fused, then `[grad_unimodal]` if needs_unimodal."""
-    fused, unimodal, cls, labeled, n11, n10, grad_lb, grad_ulb, *stats = _dense(
-        fused, unimodal, cls, labeled, n11, n10, grad_lb, grad_ulb, *stats
+    """The backend's `soft_pu_bwd`: the gradients asked for by `needs`, in that order, in their inputs' dtypes."""
+    options = _options(temperature, rbf_sigma, rbf_space, exclude_diagonal)
+    anchors, candidates = anchors.contiguous(), candidates.contiguous()
+    grads = get_backend(backend).soft_pu_bwd(
+        anchors, candidates, unpack_targets(targets, diag_offset), options,
+        SoftPUStats(*(t.contiguous() for t in stats)), grad_lb.contiguous(), grad_ulb.contiguous(), *needs,
     )
-    targets = SoftPUTargets(cls, labeled, n11, n10, int(num_classes), row_offset)
-    options = SoftPUOptions(temperature, rbf_sigma, rbf_space)
-    with _autograd_dispatch():
-        grads = get_backend(backend).soft_pu_bwd(
-            fused, unimodal, targets, options, SoftPUStats(*stats), grad_lb, grad_ulb, needs_fused, needs_unimodal
-        )
-    needs = (needs_fused, needs_unimodal)
-    return _grads_asked(grads, (fused, unimodal), needs, ("fused", "unimodal"), backend)
+    out = []
+    for grad, like, need, name in zip(grads, (anchors, candidates, temperature), needs,
+                                      ("anchors", "candidates", "temperature"), strict=True):
+        if not need:
+            continue
+        if grad is None:
+            raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
+        grad = grad.sum().reshape(()) if name == "temperature" else grad
+        out.append(grad.to(like.dtype).contiguous())
+    return out
 
 
 @soft_pu_bwd.register_fake
-def _(fused: Tensor, unimodal: Tensor, cls: Tensor, labeled: Tensor, n11: Tensor, n10: Tensor, num_classes: Tensor,
-      row_offset: int, temperature: float, rbf_sigma: float, rbf_space: str, backend: str, stats: list[Tensor],
-      grad_lb: Tensor, grad_ulb: Tensor, needs_fused: bool, needs_unimodal: bool) -> list[Tensor]:
-    return [_empty(t) for t, need in ((fused, needs_fused), (unimodal, needs_unimodal)) if need]
+def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, diag_offset: int,
+      rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str, stats: list[Tensor], grad_lb: Tensor,
+      grad_ulb: Tensor, needs: list[bool]) -> list[Tensor]:
+    return [t.new_empty(t.shape) for t, need in zip((anchors, candidates, temperature), needs, strict=True) if need]
 
 
 @torch.library.custom_op("mkefast::cosine_rec_fwd", mutates_args=())
 def cosine_rec_fwd(reconstruction: Tensor, target: Tensor, backend: str) -> Tensor:
-    """The backend's `cosine_rec_fwd`: per-row `1 - cos²` of `[N, d]` inputs, `[N]` in the accumulation dtype."""
-    return get_backend(backend).cosine_rec_fwd(*_dense(reconstruction, target))
+    """The backend's `cosine_rec_fwd` on `[N, d]` inputs: `[N]` in the accumulation dtype."""
+    return get_backend(backend).cosine_rec_fwd(reconstruction.contiguous(), target.contiguous())
 
 
 @cosine_rec_fwd.register_fake
 def _(reconstruction: Tensor, target: Tensor, backend: str) -> Tensor:
-    return reconstruction.new_empty(reconstruction.shape[:-1], dtype=_acc(reconstruction.dtype))
+    return reconstruction.new_empty(reconstruction.shape[0], dtype=acc_dtype(reconstruction.dtype))
 
 
 @torch.library.custom_op("mkefast::cosine_rec_bwd", mutates_args=())
 def cosine_rec_bwd(
-    reconstruction: Tensor,  # [N, d]
-    target: Tensor,  # [N, d]
-    grad_loss: Tensor,  # [N]
-    needs_reconstruction: bool,
-    needs_target: bool,
-    backend: str,
+    reconstruction: Tensor, target: Tensor, grad_rows: Tensor, needs: list[bool], backend: str
 ) -> list[Tensor]:
-    """The backend's `cosine_rec_bwd`: the gradients asked for, in order, in the inputs' dtype."""
-    reconstruction, target, grad_loss = _dense(reconstruction, target, grad_loss)
-    with _autograd_dispatch():
-        grads = get_backend(backend).cosine_rec_bwd(
-            reconstruction, target, grad_loss, needs_reconstruction, needs_target
-        )
-    return _grads_asked(grads, (reconstruction, target), (needs_reconstruction, needs_target),
-                        ("reconstruction", "target"), backend)
+    """The backend's `cosine_rec_bwd`: the gradients asked for by `needs`, in order, in the inputs' dtype."""
+    reconstruction, target = reconstruction.contiguous(), target.contiguous()
+    grads = get_backend(backend).cosine_rec_bwd(reconstruction, target, grad_rows.contiguous(), *needs)
+    out = []
+    for grad, like, need, name in zip(grads, (reconstruction, target), needs, ("reconstruction", "target"),
+                                      strict=True):
+        if not need:
+            continue
+        if grad is None:
+            raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
+        out.append(grad.to(like.dtype).contiguous())
+    return out
 
 
 @cosine_rec_bwd.register_fake
-def _(reconstruction: Tensor, target: Tensor, grad_loss: Tensor, needs_reconstruction: bool, needs_target: bool,
-      backend: str) -> list[Tensor]:
-    return [_empty(t) for t, need in ((reconstruction, needs_reconstruction), (target, needs_target))
-            if need]
+def _(reconstruction: Tensor, target: Tensor, grad_rows: Tensor, needs: list[bool], backend: str) -> list[Tensor]:
+    return [t.new_empty(t.shape) for t, need in zip((reconstruction, target), needs, strict=True) if need]

@@ -1,28 +1,50 @@
-"""The soft Positive-Unlabeled contrastive loss (SPEC §1): autograd formula and functional API."""
+"""The general contrastive op (docs/math.md, "The general op"): autograd Function and functional API.
+
+Every call takes the same path: `prepare_soft_pu` (validate, normalize, build the per-sample arrays) →
+`soft_pu_terms` (the per-anchor terms of each direction: `SoftPULossFunction` over a fused backend's custom
+ops, or the differentiable `reference` backend) → `reduce_terms`. `supcon_loss`, `clip_loss` and
+`mkefast.distributed` are thin layers over the same three steps.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mkefast.backends import reference
 from mkefast.ops._common import SoftPUOptions, SoftPUTargets
-from mkefast.ops._library import resolve
+from mkefast.ops._library import CHUNKED_MIN_DIM, resolve
 from mkefast.ops._validate import (
     RBF_SPACES,
     REDUCTIONS,
+    check_backend,
     check_bool,
+    check_bool_tensor,
     check_choice,
     check_float_tensor,
     check_integer_tensor,
     check_positive_float,
     check_same_device,
-    check_tensor,
+    check_scalar,
 )
 
-__all__ = ["SoftPULossFunction", "SoftPUParts", "soft_pu_loss"]
+__all__ = [
+    "SoftPUConfig",
+    "SoftPULossFunction",
+    "SoftPUParts",
+    "SoftPUProblem",
+    "direction_terms",
+    "prepare_soft_pu",
+    "reduce_terms",
+    "soft_pu_loss",
+    "soft_pu_terms",
+    "targets_of",
+]
 
 
 class SoftPUParts(NamedTuple):
@@ -33,109 +55,114 @@ class SoftPUParts(NamedTuple):
     unlabeled: Tensor
 
 
-class SoftPULossFunction:
-    """The autograd of the soft-PU op: per-anchor terms `(lb, ulb)`, each `[M, B_a]` in the accumulation dtype.
+@dataclass(frozen=True)
+class SoftPUConfig:
+    """Everything a call chose besides its tensors and its temperature (which may be learnable)."""
 
-    The forward and backward are the custom ops `mkefast::soft_pu_fwd` / `mkefast::soft_pu_bwd` (see
-    `mkefast.ops._library`), which dispatch to one backend; `setup_context` and `backward` below are
-    registered as the forward op's autograd formula (`torch.library.register_autograd`), so the same code
-    runs in eager mode and under `torch.compile`. Only per-row statistics are saved; every backend's
-    backward recomputes the pairs it needs.
+    rbf_sigma: float = 1.0
+    rbf_space: str = "logit"
+    exclude_diagonal: bool = False
+    symmetric: bool = False
+    reduction: str = "mean"
+    return_parts: bool = False
+    backend: str = "reference"  # resolved: never "auto"
+
+    def options(self, temperature: float = math.nan) -> SoftPUOptions:
+        """The backend-level options; `temperature` is NaN where a tensor carries it."""
+        return SoftPUOptions(temperature, self.rbf_sigma, self.rbf_space, self.exclude_diagonal)
+
+
+class SoftPUProblem(NamedTuple):
+    """A validated call: anchors `[B_a, d]`, candidates `[M, B_c, d]` (normalized when asked), the per-sample
+    arrays over the candidates and over the anchors, the temperature and the configuration."""
+
+    anchors: Tensor
+    candidates: Tensor
+    labels: Tensor  # [B_c] int64
+    labeled: Tensor  # [B_c] bool
+    pseudo_labels: Tensor | None  # [B_c] int64
+    anchor_labels: Tensor  # [B_a] int64
+    anchor_labeled: Tensor  # [B_a] bool
+    anchor_pseudo: Tensor | None  # [B_a] int64
+    temperature: float | Tensor
+    config: SoftPUConfig
+
+
+class SoftPULossFunction(torch.autograd.Function):
+    """One direction of the op on a fused backend: `(lb, ulb, lse, ref, a_ulb)`, each `[M, B_a]`.
+
+    Forward and backward are the custom ops `mkefast::soft_pu_fwd` / `mkefast::soft_pu_bwd`
+    (`mkefast.ops._library`), so `torch.compile` sees two opaque nodes. Only the per-row statistics are
+    saved; the backend's backward recomputes the pairs. Gradients flow to the anchors, the candidates and a
+    tensor temperature; lse, ref and a_ulb are not differentiable.
     """
 
     @staticmethod
-    def apply(
-        fused: Tensor,  # [B_a, d]
-        unimodal: Tensor,  # [M, B, d]
-        targets: SoftPUTargets,
-        options: SoftPUOptions,
-        backend: str,
-    ) -> tuple[Tensor, Tensor]:
-        """`(lb, ulb)` of already normalized, validated, contiguous inputs on the backend named `backend`."""
-        num_classes = torch.tensor(targets.num_classes, dtype=torch.int64)
-        return _per_anchor(fused, unimodal, targets.cls, targets.labeled, targets.n11, targets.n10, num_classes,
-                           targets.row_offset, options, backend)
+    def forward(
+        anchors: Tensor,  # [B_a, d]
+        candidates: Tensor,  # [M, B_c, d]
+        temperature: Tensor,  # 0-d
+        targets: list[Tensor],  # pack_targets
+        diag_offset: int,
+        config: SoftPUConfig,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return torch.ops.mkefast.soft_pu_fwd(anchors, candidates, targets, temperature, diag_offset,
+                                             config.rbf_sigma, config.rbf_space, config.exclude_diagonal,
+                                             config.backend)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        fused, unimodal, cls, labeled, n11, n10, num_classes, *scalars = inputs
-        ctx.save_for_backward(fused, unimodal, cls, labeled, n11, n10, num_classes, *output)
-        ctx.scalars = tuple(scalars)  # row_offset, temperature, rbf_sigma, rbf_space, backend
+        anchors, candidates, temperature, targets, diag_offset, config = inputs
+        ctx.save_for_backward(anchors, candidates, temperature, *targets, *output)
+        ctx.num_targets, ctx.diag_offset, ctx.config = len(targets), diag_offset, config
+        ctx.mark_non_differentiable(*output[2:])
 
     @staticmethod
-    def backward(ctx: Any, grad_lb: Tensor | None, grad_ulb: Tensor | None, *_stats: Tensor | None) -> tuple[
-        Tensor | None, ...
-    ]:
-        fused, unimodal, cls, labeled, n11, n10, num_classes, *stats = ctx.saved_tensors
-        needs_fused, needs_unimodal = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        no_grad_inputs = (None,) * 10  # targets, C and the five scalars
-        if not (needs_fused or needs_unimodal):
-            return (None, None, *no_grad_inputs)
+    def backward(ctx: Any, grad_lb: Tensor | None, grad_ulb: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
+        anchors, candidates, temperature, *rest = ctx.saved_tensors
+        targets, stats = rest[: ctx.num_targets], rest[ctx.num_targets:]
+        needs = [bool(n) for n in ctx.needs_input_grad[:3]]
+        none = (None, None, None)
+        if not any(needs):
+            return (None, None, None, *none)
+        if torch.is_grad_enabled():
+            raise NotImplementedError(
+                f"mkefast: the {ctx.config.backend!r} backend's backward is not itself differentiable: double "
+                "backward (create_graph=True) and torch.func transforms need backend='reference' "
+                "(docs/math.md, Gradients)")
         lb = stats[0]
-        grad_lb = lb.new_zeros(lb.shape) if grad_lb is None else grad_lb.to(lb.dtype).contiguous()
-        grad_ulb = lb.new_zeros(lb.shape) if grad_ulb is None else grad_ulb.to(lb.dtype).contiguous()
+        grad_lb = torch.zeros_like(lb) if grad_lb is None else grad_lb.to(lb.dtype)
+        grad_ulb = torch.zeros_like(lb) if grad_ulb is None else grad_ulb.to(lb.dtype)
+        config: SoftPUConfig = ctx.config
         grads = iter(torch.ops.mkefast.soft_pu_bwd(
-            fused, unimodal, cls, labeled, n11, n10, num_classes, *ctx.scalars, stats, grad_lb, grad_ulb,
-            needs_fused, needs_unimodal,
+            anchors, candidates, list(targets), temperature, ctx.diag_offset, config.rbf_sigma, config.rbf_space,
+            config.exclude_diagonal, config.backend, list(stats), grad_lb, grad_ulb, needs,
         ))
-        return (next(grads) if needs_fused else None, next(grads) if needs_unimodal else None, *no_grad_inputs)
+        return (*(next(grads) if need else None for need in needs), *none)
 
 
-torch.library.register_autograd(
-    "mkefast::soft_pu_fwd", SoftPULossFunction.backward, setup_context=SoftPULossFunction.setup_context
-)
+def _per_sample(
+    n: int, b_c: int, labels: Tensor, labeled: Tensor, pseudo: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The arrays of anchors 0..n-1 (their partners' rows); anchors past B_c: unlabeled, no class."""
+    k = min(n, b_c)
+    pad = n - k
+
+    def cut(t: Tensor, fill: int | bool) -> Tensor:
+        return torch.cat([t[:k], t.new_full((pad,), fill)]) if pad else t[:k]
+
+    return cut(labels, -1), cut(labeled, False), None if pseudo is None else cut(pseudo, -1)
 
 
-def _per_anchor(
-    fused: Tensor, unimodal: Tensor, cls: Tensor, labeled: Tensor, n11: Tensor, n10: Tensor, num_classes: Tensor,
-    row_offset: int, options: SoftPUOptions, backend: str,
-) -> tuple[Tensor, Tensor]:
-    lb, ulb, *_ = torch.ops.mkefast.soft_pu_fwd(
-        fused, unimodal, cls, labeled, n11, n10, num_classes, row_offset,
-        options.temperature, options.rbf_sigma, options.rbf_space, backend,
-    )
-    return lb, ulb
-
-
-def _reduce(per_anchor: Tensor, reduction: str, mean_scale: float | None) -> Tensor:
-    if reduction == "mean":
-        return per_anchor.mean() if mean_scale is None else per_anchor.sum() * mean_scale
-    if reduction == "sum":
-        return per_anchor.sum()
-    return per_anchor
-
-
-def reduce_terms(
-    lb: Tensor, ulb: Tensor, reduction: str, return_parts: bool, dtype: torch.dtype, mean_scale: float | None = None
-) -> Tensor | SoftPUParts:
-    """The user-facing result from the per-anchor terms `[M, B_a]`; `mean_scale` replaces 1/(M·B_a) of "mean"."""
-    if not return_parts:
-        return _reduce(lb + ulb, reduction, mean_scale).to(dtype)
-    lb_r, ulb_r = _reduce(lb, reduction, mean_scale), _reduce(ulb, reduction, mean_scale)
-    return SoftPUParts((lb_r + ulb_r).to(dtype), lb_r.to(dtype), ulb_r.to(dtype))
-
-
-class SoftPUInputs(NamedTuple):
-    """Validated inputs of one process: fused `[B, d]`, unimodal `[M, B, d]`, the `[B]` label arrays."""
-
-    fused: Tensor
-    unimodal: Tensor
-    labels: Tensor
-    labeled: Tensor
-    pseudo_labels: Tensor | None
-    options: SoftPUOptions
-    backend: str
-
-
-def prepare_soft_pu_inputs(
+def prepare_soft_pu(
     fused: object, unimodal: object, labels: object, labeled: object, pseudo_labels: object, *,
     temperature: object, rbf_sigma: object, rbf_space: object, normalize: object, reduction: object,
-    return_parts: object, backend: object,
-) -> SoftPUInputs:
+    return_parts: object, symmetric: object, exclude_diagonal: object, backend: object,
+) -> SoftPUProblem:
     """The checks of `soft_pu_loss` (see there), with messages that name the argument, then the normalization.
 
-    The data-dependent check (a labeled sample with a negative class id) runs in `mkefast::soft_pu_targets`,
-    so that `torch.compile` traces this function without a graph break.
+    The data-dependent checks (a labeled sample with a negative class id, a tensor temperature's value) run
+    in `mkefast::soft_pu_targets`, so that `torch.compile` traces this function without a graph break.
     """
     fused = check_float_tensor("fused", fused)
     unimodal = check_float_tensor("unimodal", unimodal)
@@ -145,115 +172,189 @@ def prepare_soft_pu_inputs(
         unimodal = unimodal.unsqueeze(0)
     if unimodal.dim() != 3:
         raise ValueError(f"unimodal: expected a [M, B, d] or [B, d] tensor, got shape {list(unimodal.shape)}")
-    b, d = fused.shape
-    if b == 0:
+    b_a, d = fused.shape
+    m, b_c = unimodal.shape[0], unimodal.shape[1]
+    if b_a == 0:
         raise ValueError("fused: expected a non-empty batch (B >= 1), got B = 0")
     if d == 0:
         raise ValueError("fused: expected a feature size d >= 1, got d = 0")
-    if unimodal.shape[0] == 0:
+    if m == 0:
         raise ValueError("unimodal: expected at least one modality (M >= 1), got M = 0")
-    if tuple(unimodal.shape[1:]) != (b, d):
-        raise ValueError(f"unimodal: expected shape [M, {b}, {d}] to match fused [B, d], got {list(unimodal.shape)}")
+    if b_c == 0:
+        raise ValueError("unimodal: expected at least one candidate (B_c >= 1), got B_c = 0")
+    if unimodal.shape[2] != d:
+        raise ValueError(f"unimodal: expected feature size {d} (that of fused), got shape {list(unimodal.shape)}")
     if unimodal.dtype != fused.dtype:
         raise TypeError(f"unimodal: expected dtype {fused.dtype} (the dtype of fused), got {unimodal.dtype}")
-    labels = check_integer_tensor("labels", labels, (b,))
-    labeled = check_tensor("labeled", labeled)
-    if labeled.dtype != torch.bool:
-        raise TypeError(f"labeled: expected a bool tensor, got {labeled.dtype}")
-    if tuple(labeled.shape) != (b,):
-        raise ValueError(f"labeled: expected shape [{b}], got {list(labeled.shape)}")
-    if pseudo_labels is not None:
-        pseudo_labels = check_integer_tensor("pseudo_labels", pseudo_labels, (b,))
-    device = check_same_device(fused=fused, unimodal=unimodal, labels=labels, labeled=labeled,
-                               pseudo_labels=pseudo_labels)
-    options = SoftPUOptions(
-        temperature=check_positive_float("temperature", temperature, allow_inf=False),
+    if labels is None:
+        if labeled is not None:
+            raise ValueError("labeled: expected None when labels is None (nothing is labeled then)")
+        labels_t = torch.zeros(b_c, dtype=torch.int64, device=fused.device)
+        labeled_t = torch.zeros(b_c, dtype=torch.bool, device=fused.device)
+    else:
+        labels_t = check_integer_tensor("labels", labels, (b_c,))
+        labeled_t = (torch.ones(b_c, dtype=torch.bool, device=labels_t.device) if labeled is None
+                     else check_bool_tensor("labeled", labeled, (b_c,)))
+    pseudo = None if pseudo_labels is None else check_integer_tensor("pseudo_labels", pseudo_labels, (b_c,))
+    device = check_same_device(fused=fused, unimodal=unimodal, labels=labels_t, labeled=labeled_t,
+                               pseudo_labels=pseudo)
+    tau = check_scalar("temperature", temperature)
+    if isinstance(tau, Tensor) and tau.device != device and tau.device.type != "cpu":
+        raise ValueError(f"temperature: expected a tensor on {device} or the CPU, got {tau.device}")
+    symmetric = check_bool("symmetric", symmetric)
+    if symmetric and b_c != b_a:
+        raise ValueError(f"symmetric: needs as many candidates as anchors (B_c == B_a), got B_c = {b_c}, "
+                         f"B_a = {b_a}")
+    # A Python branch, so that torch.compile guards on a symbolic d and `resolve` sees a constant.
+    wide = True if d >= CHUNKED_MIN_DIM else False  # noqa: SIM210
+    config = SoftPUConfig(
         rbf_sigma=check_positive_float("rbf_sigma", rbf_sigma, allow_inf=True),
         rbf_space=check_choice("rbf_space", rbf_space, RBF_SPACES),
+        exclude_diagonal=check_bool("exclude_diagonal", exclude_diagonal),
+        symmetric=symmetric,
+        reduction=check_choice("reduction", reduction, REDUCTIONS),
+        return_parts=check_bool("return_parts", return_parts),
+        backend=resolve(check_backend(backend), "soft_pu", device, fused.dtype, wide),
     )
-    check_bool("normalize", normalize)
-    check_bool("return_parts", return_parts)
-    check_choice("reduction", reduction, REDUCTIONS)
-    name = resolve(backend, "soft_pu", device, fused.dtype, d)
-    if normalize:
+    if check_bool("normalize", normalize):
         fused = F.normalize(fused, dim=-1, eps=1e-12)
         unimodal = F.normalize(unimodal, dim=-1, eps=1e-12)
-    return SoftPUInputs(fused, unimodal, labels, labeled, pseudo_labels, options, name)
+    anchor_arrays = _per_sample(b_a, b_c, labels_t.to(torch.int64), labeled_t, pseudo)
+    return SoftPUProblem(fused, unimodal, labels_t.to(torch.int64), labeled_t, pseudo, *anchor_arrays, tau, config)
 
 
-def soft_pu_terms(
-    fused: Tensor, unimodal: Tensor, labels: Tensor, labeled: Tensor, pseudo_labels: Tensor | None,
-    options: SoftPUOptions, backend: str, row_offset: int = 0,
+def targets_of(problem: SoftPUProblem, diag_offset: int = 0) -> list[Tensor]:
+    """The packed targets (`mkefast.ops._library.pack_targets`) of a prepared call, by the custom op."""
+    tau = problem.temperature.detach() if isinstance(problem.temperature, Tensor) else None
+    return torch.ops.mkefast.soft_pu_targets(
+        problem.labels, problem.labeled, problem.pseudo_labels, problem.anchor_labels, problem.anchor_labeled,
+        problem.anchor_pseudo, tau, diag_offset, problem.config.exclude_diagonal,
+    )
+
+
+def direction_terms(
+    anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: float | Tensor, diag_offset: int,
+    config: SoftPUConfig,
 ) -> tuple[Tensor, Tensor]:
-    """Per-anchor `(lb, ulb)`, `[M, B_a]`: fused `[B_a, d]` is the row slice at `row_offset` of the `[B]` batch."""
-    cls, n11, n10, num_classes = torch.ops.mkefast.soft_pu_targets(labels, labeled, pseudo_labels)
-    return _per_anchor(fused.contiguous(), unimodal.contiguous(), cls, labeled, n11, n10, num_classes,
-                       row_offset, options, backend)
+    """`(lb, ulb)`, each `[M, B_a]` in the accumulation dtype, of one direction on the configured backend."""
+    if config.backend == "reference":
+        # The reference backend never reads num_classes (it is unknown while torch.compile traces).
+        cls, labeled, anchor_cls, anchor_labeled, n11, n10 = targets[:6]
+        unpacked = SoftPUTargets(cls, labeled, anchor_cls, anchor_labeled, n11, n10, -1, diag_offset)
+        tensor_tau = temperature if isinstance(temperature, Tensor) else None
+        options = config.options(math.nan if tensor_tau is not None else temperature)  # type: ignore[arg-type]
+        stats = reference.soft_pu_terms(anchors, candidates, unpacked, options, tensor_tau)
+        return stats.lb, stats.ulb
+    tau = temperature if isinstance(temperature, Tensor) else torch.scalar_tensor(temperature, dtype=torch.float64)
+    lb, ulb, *_ = SoftPULossFunction.apply(anchors.contiguous(), candidates.contiguous(), tau, targets, diag_offset,
+                                          config)
+    return lb, ulb
+
+
+def soft_pu_terms(problem: SoftPUProblem, diag_offset: int = 0) -> tuple[Tensor, Tensor]:
+    """Per-anchor `(lb, ulb)` `[M, B_a]` of a prepared call, both directions averaged when symmetric."""
+    targets = targets_of(problem, diag_offset)
+    args = (targets, problem.temperature, diag_offset, problem.config)
+    lb, ulb = direction_terms(problem.anchors, problem.candidates, *args)
+    if not problem.config.symmetric:
+        return lb, ulb
+    reverse = [direction_terms(z, problem.anchors.unsqueeze(0), *args) for z in problem.candidates.unbind(0)]
+    lb_rev = torch.cat([r[0] for r in reverse])
+    ulb_rev = torch.cat([r[1] for r in reverse])
+    return 0.5 * (lb + lb_rev), 0.5 * (ulb + ulb_rev)
+
+
+def _reduce(per_anchor: Tensor, reduction: str, mean_scale: float | Tensor | None) -> Tensor:
+    if reduction == "mean":
+        return per_anchor.mean() if mean_scale is None else per_anchor.sum() * mean_scale
+    if reduction == "sum":
+        return per_anchor.sum()
+    return per_anchor
+
+
+def reduce_terms(
+    lb: Tensor, ulb: Tensor, reduction: str, return_parts: bool, dtype: torch.dtype,
+    mean_scale: float | Tensor | None = None,
+) -> Tensor | SoftPUParts:
+    """The user-facing result from the per-anchor terms; `mean_scale` replaces 1/numel of "mean"."""
+    if not return_parts:
+        return _reduce(lb + ulb, reduction, mean_scale).to(dtype)
+    lb_r, ulb_r = _reduce(lb, reduction, mean_scale), _reduce(ulb, reduction, mean_scale)
+    return SoftPUParts((lb_r + ulb_r).to(dtype), lb_r.to(dtype), ulb_r.to(dtype))
 
 
 def soft_pu_loss(
     fused: Tensor,
     unimodal: Tensor,
-    labels: Tensor,
-    labeled: Tensor,
+    labels: Tensor | None = None,
+    labeled: Tensor | None = None,
     pseudo_labels: Tensor | None = None,
     *,
-    temperature: float = 0.1,
+    temperature: float | Tensor = 0.1,
     rbf_sigma: float = 1.0,
     rbf_space: str = "logit",
     normalize: bool = True,
     reduction: str = "mean",
     return_parts: bool = False,
+    symmetric: bool = False,
+    exclude_diagonal: bool = False,
     backend: str = "auto",
 ) -> Tensor | SoftPUParts:
-    """Soft Positive-Unlabeled contrastive loss between fused anchors and per-modality candidates.
+    """Soft Positive-Unlabeled contrastive loss; with its options, also SupCon, NT-Xent, InfoNCE, CLIP and queues.
 
-    For every modality i, anchor j and candidate k (the exact unfused computation):
+    For every modality i, anchor j and candidate k (docs/math.md, "The general op"; the exact unfused
+    computation):
 
     ```
-    ℓ_jk  = <s_j, z^i_k> / τ                              (s, z L2-normalized when normalize=True)
-    lse_j = logsumexp_k ℓ_jk
+    ℓ_jk  = <s_j, z^i_k> / τ                       (s, z L2-normalized when normalize=True)
+    partner(j) = candidate j (when j < B_c)         D(j) = all candidates, minus the partner if exclude_diagonal
     c_k   = labels[k] if labeled[k] else (pseudo_labels[k] if given else -1)
-    P11(j) = {k : labeled[j] and labeled[k] and labels[j] == labels[k]}
-    P10(j) = {k : not (labeled[j] and labeled[k]) and (k == j or (c_j >= 0 and c_k == c_j))}
-    x_jk  = ℓ_jk ("logit") or exp(ℓ_jk) ("phi");  r_j = mean_{k∈P11(j)} x_jk, or x_jj if P11(j) is empty
-    w_jk  = exp(-(x_jk - r_j)² / (2σ²))                   (constant: no gradient through w or r)
-    lb_j  = mean_{k∈P11(j)} (lse_j - ℓ_jk)                (0 if P11(j) is empty)
-    ulb_j = (1/|P10(j)|) Σ_{k∈P10(j)} w_jk (lse_j - ℓ_jk) (0 if P10(j) is empty)
+    lse_j = log Σ_{k∈D(j)} exp(ℓ_jk)
+    P11(j) = {k ∈ D(j) : labeled[j] and labeled[k] and c_j == c_k}
+    P10(j) = {k ∈ D(j) : not (labeled[j] and labeled[k]) and (k == partner(j) or (c_j >= 0 and c_k == c_j))}
+    x_jk  = ℓ_jk ("logit") or exp(ℓ_jk) ("phi");   r_j = mean_{k∈P11(j)} x_jk, or x of the partner pair
+    w_jk  = exp(-½ ((x_jk - r_j) / σ)²)             (constant: no gradient through w or r; 1 on the fallback pair)
+    lb_j  = mean_{k∈P11(j)} (lse_j - ℓ_jk)          (0 if P11(j) is empty)
+    ulb_j = (1/|P10(j)|) Σ_{k∈P10(j)} w_jk (lse_j - ℓ_jk)   (0 if P10(j) is empty)
     ```
 
-    All labeled gives supervised contrastive (SupCon) loss; nothing labeled with σ = inf gives InfoNCE,
-    `F.cross_entropy(ℓ, arange(B))` per modality. Fused backends never build the B×B matrix.
-
-    `torch.compile(..., fullgraph=True)` traces it without a graph break: the backend work, the class-id
-    remapping and the label check run inside custom ops (`mkefast.ops._library`). Across processes, see
-    `mkefast.distributed.soft_pu_loss`.
+    Special cases (exact): everything labeled is SupCon; nothing labeled with σ = inf is InfoNCE,
+    `F.cross_entropy(ℓ, arange(B))` per modality; `symmetric=True` averages it with the reverse direction
+    (CLIP); candidates past B_a are a queue (MoCo). See `mkefast.supcon_loss` and `mkefast.clip_loss`.
+    Fused backends never build the B_a×B_c matrix. `torch.compile(fullgraph=True, dynamic=True)` traces
+    it without a graph break. Across processes, see `mkefast.distributed.soft_pu_loss`.
 
     Args:
-        fused: `[B, d]` anchors, float16/bfloat16/float32/float64.
-        unimodal: `[M, B, d]` candidates (or `[B, d]` for M = 1), same dtype and device as `fused`.
-        labels: `[B]` integer class ids (>= 0 where labeled; ignored elsewhere).
-        labeled: `[B]` bool, which samples carry a ground-truth label.
-        pseudo_labels: `[B]` integer guesses for the samples (negative: no guess), or None (no guesses).
-        temperature: τ > 0.
-        rbf_sigma: σ > 0, or `math.inf` for unit weights.
+        fused: `[B_a, d]` anchors, float16/bfloat16/float32/float64.
+        unimodal: `[M, B_c, d]` candidates (or `[B_c, d]` for M = 1), same dtype and device as `fused`; the
+            first min(B_a, B_c) are the anchors' own samples, the rest a queue.
+        labels: `[B_c]` integer class ids (>= 0 where labeled; ignored elsewhere), or None: nothing labeled.
+        labeled: `[B_c]` bool, which samples carry a ground-truth label; None with labels given: all of them.
+        pseudo_labels: `[B_c]` integer guesses (negative: no guess), or None (no guesses).
+        temperature: τ, a float >= 2⁻¹²⁶ or a 0-d floating tensor (learnable: ∂L/∂τ is returned).
+        rbf_sigma: σ >= 2⁻¹²⁶, or `math.inf` for unit weights.
         rbf_space: `"logit"` (σ in logit units) or `"phi"` (the paper's φ = exp(ℓ)).
         normalize: L2-normalize `fused` and `unimodal` first (eps 1e-12); gradients flow through it.
-        reduction: `"mean"` over the M·B terms, `"sum"`, or `"none"` for the `[M, B]` terms.
+        reduction: `"mean"` over the M·B_a terms, `"sum"`, or `"none"` for the `[M, B_a]` terms.
         return_parts: also return the labeled and unlabeled terms, as `SoftPUParts`.
+        symmetric: average with the reverse direction (z^i as anchors, `fused` as candidates); needs
+            B_c == B_a; "none" then gives the per-sample sum of the two halves.
+        exclude_diagonal: remove each anchor's own candidate from its denominator and positive sets (the
+            single-view convention, when anchors and candidates are the same embeddings).
         backend: `"auto"`, `"reference"`, `"cpu"`, `"cuda"` or `"triton"`.
 
     Returns:
-        The loss in the inputs' dtype (a scalar, or `[M, B]` for `reduction="none"`), or `SoftPUParts`.
+        The loss in the inputs' dtype (a scalar, or `[M, B_a]` for `reduction="none"`), or `SoftPUParts`.
 
     Raises:
         TypeError, ValueError: a malformed argument; the message names it.
         BackendUnavailableError: a backend asked for by name cannot run here.
+        NotImplementedError: double backward or `torch.func` through a fused backend (use "reference").
     """
-    args = prepare_soft_pu_inputs(
+    problem = prepare_soft_pu(
         fused, unimodal, labels, labeled, pseudo_labels, temperature=temperature, rbf_sigma=rbf_sigma,
-        rbf_space=rbf_space, normalize=normalize, reduction=reduction, return_parts=return_parts, backend=backend,
+        rbf_space=rbf_space, normalize=normalize, reduction=reduction, return_parts=return_parts,
+        symmetric=symmetric, exclude_diagonal=exclude_diagonal, backend=backend,
     )
-    lb, ulb = soft_pu_terms(args.fused, args.unimodal, args.labels, args.labeled, args.pseudo_labels,
-                            args.options, args.backend)
-    return reduce_terms(lb, ulb, reduction, return_parts, args.fused.dtype)
+    lb, ulb = soft_pu_terms(problem)
+    return reduce_terms(lb, ulb, problem.config.reduction, problem.config.return_parts, problem.anchors.dtype)
