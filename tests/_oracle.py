@@ -39,10 +39,8 @@ def _direction(
             p11 = [k for k in den if lab_j and lab[k] and c_j == cls[k]]
             p10 = [k for k in den if not (lab_j and lab[k]) and (k == j or (c_j >= 0 and cls[k] == c_j))]
             x = [float(v.detach()) if rbf_space == "logit" else math.exp(float(v.detach())) for v in logits]
-            if p11:
-                r = sum(x[k] for k in p11) / len(p11)
-            else:
-                r = x[j] if has_partner else 0.0
+            fallback = x[j] if has_partner else 0.0
+            r = sum(x[k] for k in p11) / len(p11) if p11 else fallback
             lb = sum((lse - logits[k] for k in p11), zero)
             lb = lb / len(p11) if p11 else lb
             ulb = zero

@@ -11,6 +11,7 @@ from torch import nn
 
 import mkefast
 from mkefast.ops._common import make_targets
+from mkefast.ops._library import pack_targets
 
 B, D, M = 10, 6, 2
 
@@ -86,24 +87,83 @@ def test_compiled_label_check_still_raises() -> None:
         fn(torch.randn(B, D), torch.randn(M, B, D), bad, torch.ones(B, dtype=torch.bool))
 
 
+def _fused_backend() -> str:
+    from mkefast._build import backend_unavailable_reason
+
+    if backend_unavailable_reason("cpu") is not None:
+        pytest.skip("the cpu backend is not built")
+    return "cpu"
+
+
 def _op_cases() -> list[tuple[str, tuple[object, ...]]]:
     torch.manual_seed(0)
     fused = torch.randn(B, D, dtype=torch.float64, requires_grad=True)
-    unimodal = torch.randn(M, B, D, dtype=torch.float64, requires_grad=True)
-    labels, labeled, pseudo = torch.randint(0, 3, (B,)), torch.rand(B) < 0.5, torch.randint(-1, 3, (B,))
-    t = make_targets(labels, labeled, pseudo)
-    num_classes = torch.tensor(t.num_classes)
-    target_args = (t.cls, labeled, t.n11, t.n10, num_classes)
+    unimodal = torch.randn(M, B + 3, D, dtype=torch.float64, requires_grad=True)
+    labels, labeled, pseudo = torch.randint(0, 3, (B + 3,)), torch.rand(B + 3) < 0.5, torch.randint(-1, 3, (B + 3,))
+    t = make_targets(labels, labeled, pseudo, labels[:B], labeled[:B], pseudo[:B], diag_offset=0,
+                     exclude_diagonal=True)
+    packed = pack_targets(t)
+    tau = torch.tensor(0.2, dtype=torch.float64)
     rec, tgt = torch.randn(B, D, requires_grad=True), torch.randn(B, D, requires_grad=True)
     return [
-        ("soft_pu_targets", (labels, labeled, pseudo)),
-        ("soft_pu_fwd", (fused, unimodal, *target_args, 0, 0.1, 1.0, "logit", "reference")),
-        ("soft_pu_fwd", (fused[3:], unimodal, *target_args, 3, 0.2, math.inf, "phi", "reference")),
-        ("cosine_rec_fwd", (rec, tgt, "reference")),
+        ("soft_pu_targets", (labels, labeled, pseudo, labels[:B], labeled[:B], pseudo[:B], tau, 0, True)),
+        ("soft_pu_fwd", (fused, unimodal, packed, tau, 0, 1.0, "logit", True, "cpu")),
+        ("soft_pu_fwd", (fused[3:], unimodal, packed, tau, 3, math.inf, "phi", False, "cpu")),
+        ("cosine_rec_fwd", (rec, tgt, "cpu")),
     ]
 
 
-@pytest.mark.parametrize(("op", "args"), _op_cases(), ids=["targets", "soft_pu", "soft_pu_row_offset", "cosine"])
-def test_opcheck(op: str, args: tuple[object, ...]) -> None:
-    """Schema, fake kernel, autograd registration and AOT dispatch of each custom op (torch.library.opcheck)."""
-    torch.library.opcheck(getattr(torch.ops.mkefast, op).default, args)
+@pytest.mark.parametrize(("op", "index"), [("soft_pu_targets", 0), ("soft_pu_fwd", 1), ("soft_pu_fwd", 2),
+                                           ("cosine_rec_fwd", 3)],
+                         ids=["targets", "soft_pu", "soft_pu_offset", "cosine"])
+def test_opcheck(op: str, index: int) -> None:
+    """Schema, fake kernel and AOT dispatch of each custom op (torch.library.opcheck)."""
+    _fused_backend()
+    torch.library.opcheck(getattr(torch.ops.mkefast, op).default, _op_cases()[index][1],
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+CALLS = {
+    "soft_pu": lambda b, x, tau: mkefast.soft_pu_loss(x[0], x[1:], torch.arange(x.shape[1]) % 3,
+                                                      torch.arange(x.shape[1]) % 2 == 0, temperature=tau,
+                                                      backend=b),
+    "soft_pu_symmetric": lambda b, x, tau: mkefast.soft_pu_loss(x[0], x[1:], temperature=tau, symmetric=True,
+                                                                exclude_diagonal=True, rbf_space="phi", backend=b),
+    "supcon": lambda b, x, tau: mkefast.supcon_loss(x[0], torch.arange(x.shape[1]) % 3, temperature=tau,
+                                                    backend=b),
+    "clip": lambda b, x, tau: mkefast.clip_loss(x[0], x[1], 1.0 / tau, backend=b),
+    "cosine": lambda b, x, tau: mkefast.cosine_reconstruction_loss(x[0] * tau, x[1], backend=b),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("call", list(CALLS))
+def test_dynamic_shapes_and_tensor_temperature(backend: str, call: str) -> None:
+    """`torch.compile(fullgraph=True, dynamic=True)` with a learnable temperature and changing batch sizes
+    matches eager mode, loss and every gradient."""
+    if backend == "cpu":
+        _fused_backend()
+    torch._dynamo.reset()
+    fn = CALLS[call]
+    compiled = torch.compile(fn, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (5, 8):
+        x = torch.randn(3, n, D)
+        got, want = [], []
+        for f, out in ((compiled, got), (fn, want)):
+            xs = x.clone().requires_grad_()
+            tau = torch.tensor(0.3, requires_grad=True)
+            loss = f(backend, xs, tau)
+            loss.backward()
+            out.extend([loss.detach(), xs.grad, tau.grad])
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_backward_is_not_differentiable_twice() -> None:
+    backend = _fused_backend()
+    x = torch.randn(6, D, requires_grad=True)
+    loss = mkefast.soft_pu_loss(x, torch.randn(M, 6, D), backend=backend)
+    with pytest.raises(NotImplementedError, match="backend='reference'"):
+        torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(NotImplementedError, match=r"torch\.func"):
+        torch.func.grad(lambda t: mkefast.soft_pu_loss(t, torch.randn(M, 6, D), backend=backend))(x.detach())

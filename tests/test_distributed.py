@@ -17,8 +17,7 @@ from torch import nn
 import mkefast
 import mkefast.distributed
 from mkefast.backends import get_backend
-from mkefast.ops._common import SoftPUOptions
-from mkefast.ops.soft_pu import soft_pu_terms
+from mkefast.ops.soft_pu import SoftPUConfig, direction_terms, prepare_soft_pu, targets_of
 from tests.conftest import backend_params, device_for
 
 WORLD = 2
@@ -47,34 +46,37 @@ def _batch(pattern: str, n: int, seed: int) -> tuple[torch.Tensor, ...]:
     return fused, unimodal, labels, labeled, pseudo
 
 
-# (label pattern, per-rank sizes, reduction, with pseudo labels, rbf_space)
+# (label pattern, per-rank sizes, reduction, with pseudo labels, rbf_space, extra options)
 CASES = [
-    ("mixed", (5, 3), "sum", True, "logit"),
-    ("mixed", (4, 4), "mean", True, "phi"),
-    ("mixed", (2, 6), "none", False, "logit"),
-    ("all_labeled", (3, 4), "sum", False, "logit"),
-    ("none_labeled", (4, 1), "mean", True, "logit"),
-    ("one_class", (6, 3), "none", True, "phi"),
+    ("mixed", (5, 3), "sum", True, "logit", {}),
+    ("mixed", (4, 4), "mean", True, "phi", {}),
+    ("mixed", (2, 6), "none", False, "logit", {}),
+    ("all_labeled", (3, 4), "sum", False, "logit", {}),
+    ("none_labeled", (4, 1), "mean", True, "logit", {}),
+    ("one_class", (6, 3), "none", True, "phi", {}),
+    ("mixed", (3, 5), "mean", True, "logit", {"symmetric": True, "exclude_diagonal": True}),
+    ("none_labeled", (4, 2), "none", False, "phi", {"symmetric": True}),
 ]
 
 
-def _single(batch: tuple[torch.Tensor, ...], reduction: str, pseudo: bool, space: str, upstream: torch.Tensor):
+def _single(batch: tuple[torch.Tensor, ...], reduction: str, pseudo: bool, space: str, upstream: torch.Tensor,
+            extra: dict):
     fused, unimodal, labels, labeled, pseudo_labels = (t.clone() for t in batch)
     fused.requires_grad_(True)
     unimodal.requires_grad_(True)
     loss = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo_labels if pseudo else None,
-                                rbf_space=space, reduction=reduction, backend="reference")
+                                rbf_space=space, reduction=reduction, backend="reference", **extra)
     objective = (loss * upstream).sum() if reduction == "none" else loss
     objective.backward()
     return loss.detach(), fused.grad, unimodal.grad
 
 
 def _check_cases(rank: int) -> None:
-    for i, (pattern, sizes, reduction, pseudo, space) in enumerate(CASES):
+    for i, (pattern, sizes, reduction, pseudo, space, extra) in enumerate(CASES):
         n = sum(sizes)
         batch = _batch(pattern, n, seed=i)
         upstream = torch.randn(M, n, generator=torch.Generator().manual_seed(100 + i), dtype=torch.float64)
-        want_loss, want_gf, want_gu = _single(batch, reduction, pseudo, space, upstream)
+        want_loss, want_gf, want_gu = _single(batch, reduction, pseudo, space, upstream, extra)
         lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
         fused, unimodal, labels, labeled, pseudo_labels = (t[..., lo:hi, :] if t.dim() > 1 else t[lo:hi]
                                                            for t in batch)
@@ -82,7 +84,7 @@ def _check_cases(rank: int) -> None:
         unimodal = unimodal.clone().requires_grad_(True)
         loss = mkefast.distributed.soft_pu_loss(fused, unimodal, labels, labeled,
                                                 pseudo_labels if pseudo else None, rbf_space=space,
-                                                reduction=reduction, backend="reference")
+                                                reduction=reduction, backend="reference", **extra)
         scale = 1.0
         if reduction == "none":
             torch.testing.assert_close(loss, want_loss[:, lo:hi], rtol=1e-12, atol=1e-12)
@@ -138,10 +140,55 @@ def _check_mismatch_raises(rank: int) -> None:
                                          torch.ones(3, dtype=torch.bool))
 
 
+def _gathered_loss_matches(rank: int, sizes: tuple[int, ...], single, distributed, inputs, reduction: str) -> None:
+    """A distributed form equals the single-process loss on the concatenated batch, loss and gradients."""
+    lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
+    full = [t.clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    want = single(*full, reduction=reduction)
+    want.backward()
+    local = [t[lo:hi].clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    loss = distributed(*local, reduction=reduction)
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    scale = 1.0
+    if reduction == "mean":
+        total /= WORLD
+        scale = WORLD
+    torch.testing.assert_close(total, want.detach(), rtol=1e-12, atol=1e-12)
+    loss.backward()
+    for f, lo_t in zip(full, local, strict=True):
+        if f.is_floating_point():
+            torch.testing.assert_close(lo_t.grad, scale * f.grad[lo:hi], rtol=1e-10, atol=1e-12)
+
+
+def _check_supcon_and_clip(rank: int) -> None:
+    gen = torch.Generator().manual_seed(42)
+    sizes = (5, 3)
+    n = sum(sizes)
+    emb, other = (torch.randn(n, D, generator=gen, dtype=torch.float64) for _ in range(2))
+    labels = torch.randint(-2, 2, (n,), generator=gen)
+    for reduction in ("mean", "sum"):
+        _gathered_loss_matches(
+            rank, sizes, lambda e, y, reduction: mkefast.supcon_loss(e, y, reduction=reduction, backend="reference"),
+            lambda e, y, reduction: mkefast.distributed.supcon_loss(e, y, reduction=reduction, backend="reference"),
+            (emb, labels), reduction)
+        _gathered_loss_matches(
+            rank, sizes,
+            lambda e, y, r, ry, reduction: mkefast.supcon_loss(e, y, r, ry, reduction=reduction, backend="reference"),
+            lambda e, y, r, ry, reduction: mkefast.distributed.supcon_loss(e, y, r, ry, reduction=reduction,
+                                                                           backend="reference"),
+            (emb, labels, other, labels.flip(0)), reduction)
+        _gathered_loss_matches(
+            rank, sizes, lambda i, t, reduction: mkefast.clip_loss(i, t, 7.0, reduction=reduction, backend="reference"),
+            lambda i, t, reduction: mkefast.distributed.clip_loss(i, t, 7.0, reduction=reduction, backend="reference"),
+            (emb, other), reduction)
+
+
 def _worker(rank: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         _check_cases(rank)
+        _check_supcon_and_clip(rank)
         _check_ddp_mean(rank)
         _check_mismatch_raises(rank)
     finally:
@@ -166,10 +213,11 @@ def test_requires_initialized_process_group() -> None:
 
 @pytest.mark.parametrize("backend", backend_params(include_reference=True))
 @pytest.mark.parametrize("pattern", ["mixed", "all_labeled", "none_labeled"])
-def test_row_offset_rows_match_full_batch(backend: str, pattern: str) -> None:
+@pytest.mark.parametrize("exclude", [False, True], ids=["keep_diag", "exclude_diag"])
+def test_diag_offset_rows_match_full_batch(backend: str, pattern: str, exclude: bool) -> None:
     """Anchors given as a row slice of the candidates (what every rank computes) equal the full batch's rows.
 
-    This is the contract `SoftPUTargets.row_offset` puts on every backend; one process suffices.
+    This is the contract `SoftPUTargets.diag_offset` puts on every backend; one process suffices.
     """
     device = device_for(backend)
     dtype = torch.float32 if backend in ("cuda", "triton") else torch.float64
@@ -178,13 +226,20 @@ def test_row_offset_rows_match_full_batch(backend: str, pattern: str) -> None:
         pytest.skip(reason)
     fused, unimodal, labels, labeled, pseudo = (t.to(device) for t in _batch(pattern, 11, seed=3))
     fused, unimodal = fused.to(dtype), unimodal.to(dtype)
-    options = SoftPUOptions(temperature=0.5, rbf_sigma=1.5, rbf_space="logit")
+    config = SoftPUConfig(rbf_sigma=1.5, exclude_diagonal=exclude, backend=backend)
     upstream = torch.randn(2, M, 11, dtype=torch.float64, device=device)
 
     def grads(rows: slice) -> tuple[torch.Tensor, ...]:
         f = fused[rows].clone().requires_grad_(True)
         u = unimodal.clone().requires_grad_(True)
-        lb, ulb = soft_pu_terms(f, u, labels, labeled, pseudo, options, backend, row_offset=rows.start)
+        problem = prepare_soft_pu(
+            f, u, labels, labeled, pseudo, temperature=0.5, rbf_sigma=1.5, rbf_space="logit", normalize=True,
+            reduction="none", return_parts=False, symmetric=False, exclude_diagonal=exclude, backend=backend)
+        rows_arrays = tuple(t[rows] if t is not None else None for t in (labels, labeled, pseudo))
+        problem = problem._replace(anchor_labels=rows_arrays[0], anchor_labeled=rows_arrays[1],
+                                   anchor_pseudo=rows_arrays[2], config=config)
+        lb, ulb = direction_terms(problem.anchors, problem.candidates, targets_of(problem, rows.start),
+                                  problem.temperature, rows.start, config)
         ((lb * upstream[0, :, rows]).sum() + (ulb * upstream[1, :, rows]).sum()).backward()
         return lb.detach(), ulb.detach(), f.grad, u.grad
 

@@ -104,30 +104,103 @@ def test_soft_pu_non_contiguous_and_unnormalized(backend):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("backend", backend_params())
-def test_soft_pu_row_offset(backend):
-    """Anchors as a slice of the candidates (the torch.distributed layout) match the reference backend."""
-    from mkefast.ops._common import SoftPUOptions, make_targets
+GENERAL = {
+    "queue": (5, 21, {}),
+    "more_anchors": (19, 6, {}),
+    "exclude": (13, 13, {"exclude_diagonal": True}),
+    "exclude_queue": (6, 17, {"exclude_diagonal": True}),
+    "symmetric": (11, 11, {"symmetric": True}),
+    "symmetric_exclude": (11, 11, {"symmetric": True, "exclude_diagonal": True}),
+    "one_excluded": (1, 1, {"exclude_diagonal": True}),
+}
 
+
+def _general_run(backend, fused, unimodal, labels, labeled, pseudo, tau, upstream, **kwargs):
+    s, z = fused.clone().requires_grad_(), unimodal.clone().requires_grad_()
+    t = tau.clone().requires_grad_()
+    parts = mkefast.soft_pu_loss(s, z, labels, labeled, pseudo, temperature=t, reduction="none", return_parts=True,
+                                 backend=backend, **kwargs)
+    (parts.loss.double() * upstream).sum().backward()
+    return parts.labeled, parts.unlabeled, s.grad, z.grad, t.grad
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("case", list(GENERAL))
+@pytest.mark.parametrize("pattern", ["all", "none", "pseudo_neg"])
+@pytest.mark.parametrize("rbf_space,rbf_sigma", [("logit", 1.0), ("phi", 2.0), ("logit", math.inf)])
+def test_general_options_match_reference(backend, case, pattern, rbf_space, rbf_sigma):
+    """Queues, anchors past the candidates, exclude_diagonal, symmetric and a learnable temperature: every
+    output and every gradient (τ's included) against the float64 truth."""
+    b_a, b_c, opts = GENERAL[case]
     dev = device_for(backend)
     dtype = torch.float64 if torch.float64 in _dtypes_for(backend) else torch.float32
-    fused, unimodal, labels, labeled, pseudo = make_batch(13, 5, 2, "pseudo_neg", dtype=dtype)
-    fused, unimodal = fused.to(dev), unimodal.to(dev)
-    targets = make_targets(labels.to(dev), labeled.to(dev), pseudo.to(dev))._replace(row_offset=4)
-    anchors = fused[4:10].contiguous()
-    grad_lb = torch.randn(2, 6, device=dev, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-    grad_ulb = torch.randn_like(grad_lb)
-    for space in ("logit", "phi"):
-        options = SoftPUOptions(temperature=0.5, rbf_sigma=1.5, rbf_space=space)
-        outs = []
-        for name in (backend, "reference"):
-            impl = get_backend(name)
-            stats = impl.soft_pu_fwd(anchors, unimodal, targets, options)
-            grads = impl.soft_pu_bwd(anchors, unimodal, targets, options, stats, grad_lb, grad_ulb, True, True)
-            outs.append((stats.lb, stats.ulb, stats.lse, stats.a_ulb, *grads))
-        tol = 1e-9 if dtype == torch.float64 else 1e-4
-        for g, r in zip(*outs, strict=True):
-            torch.testing.assert_close(g.double(), r.double(), rtol=tol, atol=tol)
+    _, unimodal, labels, labeled, pseudo = make_batch(b_c, 6, 2, pattern, dtype=dtype, seed=b_a + b_c)
+    fused = torch.randn(b_a, 6, dtype=dtype, generator=torch.Generator().manual_seed(b_a))
+    args = [t.to(dev) if t is not None else None for t in (fused, unimodal, labels, labeled, pseudo)]
+    tau = torch.tensor(0.3, dtype=torch.float64, device=dev)
+    upstream = torch.randn(2, b_a, dtype=torch.float64, device=dev)
+    kwargs = dict(rbf_space=rbf_space, rbf_sigma=rbf_sigma, **opts)
+    got = _general_run(backend, *args, tau, upstream, **kwargs)
+    ref = _general_run("reference", *args, tau, upstream, **kwargs)
+    truth = _general_run("reference", args[0].double(), args[1].double(), *args[2:], tau, upstream, **kwargs)
+    for name, g, r, t in zip(("lb", "ulb", "grad_fused", "grad_unimodal", "grad_tau"), got, ref, truth, strict=True):
+        if dtype == torch.float64:
+            torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-10, msg=name)
+        else:
+            allowed = _err(r, t) + MARGIN[dtype] * _scale(t)
+            assert _err(g, t) <= allowed, f"{name}: error {_err(g, t):.3g} > allowed {allowed:.3g}"
+
+
+NUMERICS = {
+    "phi_tau_0.01": dict(rbf_space="phi", temperature=0.01, rbf_sigma=1.0),
+    "sigma_1e-20": dict(rbf_space="logit", temperature=0.1, rbf_sigma=1e-20),
+    "phi_sigma_1e-20": dict(rbf_space="phi", temperature=0.5, rbf_sigma=1e-20),
+    "phi_close_tau_0.05": dict(rbf_space="phi", temperature=0.05, rbf_sigma=1.0, close=True),
+    "phi_close_tau_0.03": dict(rbf_space="phi", temperature=0.03, rbf_sigma=1.0, close=True),
+}
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("case", list(NUMERICS))
+def test_numerics_match_float64_truth(backend, case):
+    """docs/math.md, Numerics: float32 inputs where e^ℓ overflows, σ tiny, or anchors close to their partners
+    (as after training): finite, and as close to the float64 truth as the reference backend's float32 run."""
+    kwargs = dict(NUMERICS[case])
+    close = kwargs.pop("close", False)
+    dev = device_for(backend)
+    g = torch.Generator().manual_seed(11)
+    b, d = 24, 8
+    unimodal = torch.randn(2, b, d, generator=g)
+    fused = unimodal[0] + 0.01 * torch.randn(b, d, generator=g) if close else torch.randn(b, d, generator=g)
+    labels = torch.randint(0, 3, (b,), generator=g)
+    labeled = torch.rand(b, generator=g) < (0.0 if close else 0.4)
+    pseudo = None if close else torch.randint(-1, 3, (b,), generator=g)
+    upstream = torch.randn(2, b, dtype=torch.float64)
+    args = [t.to(dev) if t is not None else None for t in (fused, unimodal, labels, labeled, pseudo)]
+    tau = torch.tensor(kwargs.pop("temperature"), dtype=torch.float64)
+    got = _general_run(backend, *args, tau.to(dev), upstream.to(dev), **kwargs)
+    ref = _general_run("reference", *args, tau.to(dev), upstream.to(dev), **kwargs)
+    truth = _general_run("reference", fused.double(), unimodal.double(), labels, labeled, pseudo, tau, upstream,
+                         **kwargs)
+    for name, gv, r, t in zip(("lb", "ulb", "grad_fused", "grad_unimodal", "grad_tau"), got, ref, truth, strict=True):
+        assert torch.isfinite(t).all(), name
+        assert torch.isfinite(gv).all(), f"{name}: {backend} is not finite where the truth is"
+        allowed = _err(r, t) + MARGIN[torch.float32] * _scale(t)
+        assert _err(gv, t) <= allowed, f"{name}: error {_err(gv, t):.3g} > allowed {allowed:.3g}"
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_cosine_is_scale_free(backend, scale):
+    dev = device_for(backend)
+    a, b = torch.randn(5, 7), torch.randn(5, 7)
+    truth = mkefast.cosine_reconstruction_loss(a.double() * scale, b.double() * scale, reduction="none",
+                                               backend="reference")
+    x, y = (a * scale).to(dev).requires_grad_(), (b * scale).to(dev).requires_grad_()
+    got = mkefast.cosine_reconstruction_loss(x, y, reduction="none", backend=backend)
+    torch.testing.assert_close(got.double().cpu(), truth, rtol=1e-5, atol=1e-6)
+    got.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
 
 
 @pytest.mark.parametrize("backend", backend_params())

@@ -72,3 +72,23 @@ def test_nan_in_gives_nan_out():
 def test_bad_input_names_the_argument(argument, error, a, b, kwargs):
     with pytest.raises(error, match=argument):
         mkefast.cosine_reconstruction_loss(a, b, **kwargs)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20, 1e30])
+def test_scale_free_on_float32(scale):
+    """No overflow or underflow: rows scaled by 1e20 (whose norms overflow float32) give the unscaled result;
+    rows scaled by 1e-20 meet the 1e-8 floor of the definition, as the float64 truth does."""
+    a, b = torch.randn(4, 6), torch.randn(4, 6)
+    want = cosine_naive(a.double() * scale, b.double() * scale)
+    if scale > 1:
+        torch.testing.assert_close(want, cosine_naive(a, b))
+    x, y = (a * scale).requires_grad_(), (b * scale).requires_grad_()
+    got = mkefast.cosine_reconstruction_loss(x, y, reduction="none", backend="reference")
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    got.sum().backward()
+    a64, b64 = (a.double() * scale).requires_grad_(), (b.double() * scale).requires_grad_()
+    cosine_naive(a64, b64).sum().backward()
+    for g, w in ((x.grad, a64.grad), (y.grad, b64.grad)):
+        assert torch.isfinite(g).all()
+        # (at 1e-20 the true gradient, ~1e-44, is below float32's normal range: it may flush to 0)
+        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=max(1e-5 * w.abs().max().item(), 1e-37))

@@ -235,7 +235,7 @@ BAD_CALLS = [
     ("fused", ValueError, dict(fused=torch.ones(0, 3), unimodal=torch.ones(2, 0, 3),
                                labels=torch.ones(0, dtype=torch.int64), labeled=torch.ones(0, dtype=torch.bool),
                                pseudo_labels=None)),
-    ("unimodal", ValueError, dict(unimodal=torch.ones(2, 5, 3))),
+    ("unimodal", ValueError, dict(unimodal=torch.ones(2, 4, 5))),
     ("unimodal", ValueError, dict(unimodal=torch.ones(2, 4, 3, 1))),
     ("unimodal", TypeError, dict(unimodal=torch.ones(2, 4, 3, dtype=torch.float64))),
     ("labels", TypeError, dict(labels=torch.ones(4))),
@@ -253,6 +253,17 @@ BAD_CALLS = [
     ("rbf_sigma", ValueError, dict(rbf_sigma=0.0)),
     ("rbf_sigma", ValueError, dict(rbf_sigma=math.nan)),
     ("rbf_sigma", TypeError, dict(rbf_sigma=None)),
+    ("rbf_sigma", ValueError, dict(rbf_sigma=1e-200)),
+    ("temperature", ValueError, dict(temperature=5e-324)),
+    ("temperature", TypeError, dict(temperature=torch.ones(2))),
+    ("temperature", TypeError, dict(temperature=torch.tensor(1))),
+    ("temperature", ValueError, dict(temperature=torch.tensor(0.0))),
+    ("temperature", ValueError, dict(temperature=torch.tensor(float("nan")))),
+    ("labeled", ValueError, dict(labels=None)),
+    ("symmetric", ValueError, dict(symmetric=True, unimodal=torch.ones(2, 5, 3), labels=None, labeled=None,
+                                   pseudo_labels=None)),
+    ("symmetric", TypeError, dict(symmetric=1)),
+    ("exclude_diagonal", TypeError, dict(exclude_diagonal="yes")),
     ("rbf_space", ValueError, dict(rbf_space="exp")),
     ("reduction", ValueError, dict(reduction="avg")),
     ("normalize", TypeError, dict(normalize=1)),
@@ -282,3 +293,170 @@ def test_named_backend_that_cannot_run_raises():
         pytest.skip("a GPU is visible: the cuda backend may run")
     with pytest.raises(BackendUnavailableError, match="cuda"):
         _call(backend="cuda")
+
+
+# ---------------------------------------------------------------- the general op (docs/math.md, Options)
+
+def _oracle_parts(fused, unimodal, labels, labeled, pseudo, **kwargs):
+    lb, ulb = soft_pu_naive(fused, unimodal, labels, labeled, pseudo, **kwargs)
+    return lb, ulb
+
+
+GENERAL_CASES = {
+    "queue": dict(b_a=5, b_c=9),
+    "more_anchors": dict(b_a=8, b_c=5),
+    "exclude": dict(b_a=7, b_c=7, exclude_diagonal=True),
+    "exclude_queue": dict(b_a=4, b_c=9, exclude_diagonal=True),
+    "symmetric": dict(b_a=6, b_c=6, symmetric=True),
+    "symmetric_exclude": dict(b_a=6, b_c=6, symmetric=True, exclude_diagonal=True),
+    "single": dict(b_a=1, b_c=1),
+    "single_excluded": dict(b_a=1, b_c=1, exclude_diagonal=True),
+}
+
+
+@pytest.mark.parametrize("case", list(GENERAL_CASES))
+@pytest.mark.parametrize("pattern", ["all", "none", "pseudo_neg", "one_class"])
+@pytest.mark.parametrize("rbf_space,rbf_sigma", [("logit", 1.0), ("phi", 3.0), ("logit", math.inf)])
+def test_general_options_match_oracle(case, pattern, rbf_space, rbf_sigma):
+    opts = dict(GENERAL_CASES[case])
+    b_a, b_c = opts.pop("b_a"), opts.pop("b_c")
+    _, unimodal, labels, labeled, pseudo = make_batch(b_c, 4, 2, pattern, seed=b_a + 10 * b_c)
+    fused = torch.randn(b_a, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(b_a))
+    kwargs = dict(temperature=0.4, rbf_sigma=rbf_sigma, rbf_space=rbf_space, **opts)
+    s, z = fused.clone().requires_grad_(), unimodal.clone().requires_grad_()
+    parts = mkefast.soft_pu_loss(s, z, labels, labeled, pseudo, reduction="none", return_parts=True,
+                                 backend="reference", **kwargs)
+    s2, z2 = fused.clone().requires_grad_(), unimodal.clone().requires_grad_()
+    lb, ulb = soft_pu_naive(s2, z2, labels, labeled, pseudo, **kwargs)
+    torch.testing.assert_close(parts.labeled, lb, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(parts.unlabeled, ulb, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(lb.shape, dtype=torch.float64)
+    if (lb + ulb).requires_grad:
+        got = torch.autograd.grad((parts.loss * upstream).sum(), (s, z))
+        want = torch.autograd.grad(((lb + ulb) * upstream).sum(), (s2, z2))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    else:
+        assert float(parts.loss.detach().abs().sum()) == 0.0
+
+
+def test_labels_none_is_nothing_labeled_and_labeled_none_is_all_labeled():
+    fused, unimodal, labels, _, _ = make_batch(7, 4, 2, "all")
+    none = torch.zeros(7, dtype=torch.bool)
+    everything = torch.ones(7, dtype=torch.bool)
+    a = mkefast.soft_pu_loss(fused, unimodal, backend="reference", reduction="none")
+    b = mkefast.soft_pu_loss(fused, unimodal, labels, none, backend="reference", reduction="none")
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    c = mkefast.soft_pu_loss(fused, unimodal, labels, backend="reference", reduction="none")
+    d = mkefast.soft_pu_loss(fused, unimodal, labels, everything, backend="reference", reduction="none")
+    torch.testing.assert_close(c, d, rtol=0, atol=0)
+
+
+def test_symmetric_none_is_the_sum_of_halves():
+    fused, unimodal, labels, labeled, pseudo = make_batch(6, 4, 2, "pseudo")
+    sym = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, symmetric=True, reduction="none",
+                               backend="reference")
+    fwd = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, reduction="none", backend="reference")
+    rev = torch.cat([mkefast.soft_pu_loss(unimodal[i], fused, labels, labeled, pseudo, reduction="none",
+                                          backend="reference") for i in range(2)])
+    torch.testing.assert_close(sym, 0.5 * (fwd + rev), rtol=1e-12, atol=1e-12)
+    mean = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, symmetric=True, backend="reference")
+    torch.testing.assert_close(mean, sym.mean())
+
+
+def test_queue_candidates_are_in_every_denominator():
+    """InfoNCE with a queue (MoCo): cross-entropy over [own candidate, queue] with the own one as target."""
+    b, q, d, tau = 5, 11, 6, 0.2
+    g = torch.Generator().manual_seed(3)
+    fused, keys, queue = (torch.randn(n, d, generator=g, dtype=torch.float64) for n in (b, b, q))
+    loss = mkefast.soft_pu_loss(fused, torch.cat([keys, queue]), temperature=tau, rbf_sigma=math.inf,
+                                backend="reference")
+    s, k, qn = (F.normalize(t, dim=-1) for t in (fused, keys, queue))
+    logits = torch.cat([s @ k.T, s @ qn.T], dim=1) / tau
+    torch.testing.assert_close(loss, F.cross_entropy(logits, torch.arange(b)), rtol=1e-12, atol=1e-12)
+
+
+def test_tensor_temperature_gradient_matches_oracle():
+    fused, unimodal, labels, labeled, pseudo = make_batch(6, 4, 2, "pseudo_neg", seed=4)
+    tau = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
+    loss = mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, temperature=tau, rbf_space="phi",
+                                rbf_sigma=2.0, backend="reference")
+    (got,) = torch.autograd.grad(loss, tau)
+    tau2 = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
+    lb, ulb = soft_pu_naive(fused, unimodal, labels, labeled, pseudo, temperature=tau2, rbf_space="phi",
+                            rbf_sigma=2.0)
+    (want,) = torch.autograd.grad((lb + ulb).mean(), tau2)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # A float temperature gives the same loss as the tensor.
+    torch.testing.assert_close(loss, mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, temperature=0.35,
+                                                          rbf_space="phi", rbf_sigma=2.0, backend="reference"))
+
+
+def test_gradcheck_every_input_float64():
+    fused, unimodal, labels, labeled, pseudo = make_batch(5, 3, 2, "pseudo_neg", seed=1)
+    tau = torch.tensor(0.6, dtype=torch.float64, requires_grad=True)
+    fused.requires_grad_()
+    unimodal.requires_grad_()
+
+    def fn(s, z, t):
+        return mkefast.soft_pu_loss(s, z, labels, labeled, pseudo, temperature=t, reduction="none", rbf_sigma=2.0,
+                                    symmetric=True, exclude_diagonal=True, backend="reference")
+
+    assert torch.autograd.gradcheck(fn, (fused, unimodal, tau), eps=1e-6, atol=1e-7)
+
+
+def test_reference_supports_double_backward_and_torch_func():
+    fused, unimodal, labels, labeled, pseudo = make_batch(5, 3, 2, "pseudo", seed=2)
+    s = fused.clone().requires_grad_()
+
+    def fn(x):
+        return mkefast.soft_pu_loss(x, unimodal, labels, labeled, pseudo, backend="reference")
+
+    assert torch.autograd.gradgradcheck(fn, (s,), eps=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.func.grad(fn)(fused), torch.autograd.grad(fn(s), s)[0])
+
+
+# ---------------------------------------------------------------- numerics (docs/math.md, Numerics)
+
+def _truth_and_reference(fused, unimodal, labels, labeled, pseudo, **kwargs):
+    """The float64 oracle of the float32 inputs, and the reference backend on the float32 inputs."""
+    lb, ulb = soft_pu_naive(fused.double(), unimodal.double(), labels, labeled, pseudo, **kwargs)
+    s, z = fused.clone().requires_grad_(), unimodal.clone().requires_grad_()
+    got = mkefast.soft_pu_loss(s, z, labels, labeled, pseudo, reduction="none", backend="reference", **kwargs)
+    return lb + ulb, got, s, z
+
+
+@pytest.mark.parametrize("case", ["phi_tau_0.01", "sigma_1e-20", "phi_sigma_1e-20"])
+def test_reference_is_finite_where_the_truth_is(case):
+    kwargs = {"phi_tau_0.01": dict(rbf_space="phi", temperature=0.01, rbf_sigma=1.0),
+              "sigma_1e-20": dict(rbf_sigma=1e-20),
+              "phi_sigma_1e-20": dict(rbf_space="phi", rbf_sigma=1e-20, temperature=0.5)}[case]
+    fused, unimodal, labels, labeled, pseudo = make_batch(9, 5, 2, "pseudo_neg", dtype=torch.float32, seed=7)
+    truth, got, s, z = _truth_and_reference(fused, unimodal, labels, labeled, pseudo, **kwargs)
+    assert torch.isfinite(truth).all()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), truth, rtol=1e-4, atol=1e-4 * truth.abs().max().item())
+    got.sum().backward()
+    assert torch.isfinite(s.grad).all() and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.03])
+def test_phi_fallback_pair_has_unit_weight_close_to_partner(tau):
+    """Anchors close to their partners (as after training), phi space, float32: the fallback pair's weight is 1
+    by definition, so the gradient matches the float64 truth (the bug of the first version: 3.7e-2 off)."""
+    g = torch.Generator().manual_seed(11)
+    b, d = 12, 8
+    unimodal = torch.randn(2, b, d, generator=g)
+    fused = unimodal[0] + 0.01 * torch.randn(b, d, generator=g)
+    labeled = torch.zeros(b, dtype=torch.bool)
+    labels = torch.zeros(b, dtype=torch.int64)
+    kwargs = dict(rbf_space="phi", temperature=tau, rbf_sigma=1.0)
+    upstream = torch.randn(2, b)
+    s64, z64 = fused.double().requires_grad_(), unimodal.double().requires_grad_()
+    lb, ulb = soft_pu_naive(s64, z64, labels, labeled, None, **kwargs)
+    want = torch.autograd.grad(((lb + ulb) * upstream.double()).sum(), (s64, z64))
+    s, z = fused.clone().requires_grad_(), unimodal.clone().requires_grad_()
+    per = mkefast.soft_pu_loss(s, z, labels, labeled, reduction="none", backend="reference", **kwargs)
+    got = torch.autograd.grad((per * upstream).sum(), (s, z))
+    for gt, w in zip(got, want, strict=True):
+        assert (gt.double() - w).abs().max() <= 1e-4 * w.abs().max()
