@@ -239,6 +239,7 @@ def supcon_loss(
     temperature: float | Tensor = 0.1,
     normalize: bool = True,
     reduction: str = "mean",
+    exclude_diagonal: bool | None = None,
     backend: str = "auto",
     group: Any = None,
 ) -> Tensor:
@@ -248,7 +249,7 @@ def supcon_loss(
     Args:
         embeddings, labels: `[B_r, d]`, `[B_r]` this rank's rows.
         ref_embeddings, ref_labels: this rank's reference rows (gathered too), or None.
-        temperature, normalize, backend: as in `mkefast.supcon_loss`.
+        temperature, normalize, exclude_diagonal, backend: as in `mkefast.supcon_loss`.
         reduction: "mean" (W times the local sum over the global number of anchors with a positive, for
             DDP), "sum" (the local sum) or "none" (`[B_r]`).
         group: the process group (default: the world).
@@ -256,8 +257,8 @@ def supcon_loss(
     _require_initialized("supcon_loss")
     floor = _label_floor(labels, ref_labels, group)
     problem = prepare_supcon(embeddings, labels, ref_embeddings, ref_labels, temperature=temperature,
-                             normalize=normalize, reduction=reduction, backend=backend, label_floor=floor)
-    single = ref_embeddings is None
+                             normalize=normalize, reduction=reduction, backend=backend,
+                             exclude_diagonal=exclude_diagonal, label_floor=floor)
     _, b_c, d = problem.candidates.shape
     shapes = _gather_shapes([b_c, d], problem.anchors.device, group)
     _check_same(shapes, (("embeddings: feature size d", 1),))
@@ -268,7 +269,8 @@ def supcon_loss(
         labels=_gather_rows(problem.labels, sizes, group),
         labeled=_gather_rows(problem.labeled, sizes, group),
     )
-    terms = supcon_terms(gathered, sum(sizes[:rank]) if single else 0)
+    # Rank r's rows are rows offset_r.. of the gathered candidates (the partners that exclude_diagonal drops).
+    terms = supcon_terms(gathered, sum(sizes[:rank]))
     counts = torch.stack([terms.has_positive.sum(), terms.pos_pairs.to(torch.int64), terms.neg_pairs.to(torch.int64)])
     dist.all_reduce(counts, group=group)
     terms = terms._replace(pos_pairs=counts[1], neg_pairs=counts[2])

@@ -115,3 +115,14 @@ def test_module_signature_and_errors():
         mkefast.nn.SupConLoss(backend="gpu")
     with pytest.raises(ValueError, match="temperature"):
         mkefast.nn.SupConLoss(temperature=0.0)
+
+
+def test_module_reproduces_pml_identity_rule_for_ref_labels():
+    """pytorch-metric-learning drops (j, j) when ref_labels IS labels (or is omitted), keeps it otherwise."""
+    g = torch.Generator().manual_seed(9)
+    emb, ref = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(8, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,), generator=g)
+    pml, ours = PMLSupConLoss(), mkefast.nn.SupConLoss(backend="reference")
+    for ref_labels in (y, y.clone(), None):
+        torch.testing.assert_close(ours(emb, y, ref_emb=ref, ref_labels=ref_labels),
+                                   pml(emb, y, ref_emb=ref, ref_labels=ref_labels), rtol=1e-12, atol=1e-12)

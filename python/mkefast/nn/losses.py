@@ -122,8 +122,13 @@ class SupConLoss(nn.Module):
                              "pytorch-metric-learning's SupConLoss for mined pairs")
         if labels is None:
             raise ValueError("labels: expected a [B] tensor of labels, got None")
+        # pytorch-metric-learning drops the pair (j, j) whenever the reference labels ARE the labels (the same
+        # tensor object, or ref_labels omitted), even with a separate ref_emb.
+        exclude = ref_emb is None or ref_labels is None or ref_labels is labels
+        if ref_emb is not None and ref_labels is None:
+            ref_labels = labels
         options: dict[str, Any] = dict(temperature=self.temperature, normalize=self.normalize,
-                                       reduction=self.reduction, backend=self.backend)
+                                       reduction=self.reduction, backend=self.backend, exclude_diagonal=exclude)
         if self.distributed:
             return distributed.supcon_loss(embeddings, labels, ref_emb, ref_labels, group=self.group, **options)
         return supcon_loss(embeddings, labels, ref_emb, ref_labels, **options)

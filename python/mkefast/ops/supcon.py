@@ -9,7 +9,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from mkefast.ops._validate import check_float_tensor, check_integer_tensor
+from mkefast.ops._validate import check_bool, check_float_tensor, check_integer_tensor
 from mkefast.ops.soft_pu import SoftPUProblem, direction_terms, prepare_soft_pu, targets_of
 
 __all__ = ["prepare_supcon", "reduce_supcon", "supcon_loss", "supcon_terms"]
@@ -28,7 +28,8 @@ class SupConTerms(NamedTuple):
 
 def prepare_supcon(
     embeddings: object, labels: object, ref_embeddings: object, ref_labels: object, *, temperature: object,
-    normalize: object, reduction: object, backend: object, label_floor: Tensor | None = None,
+    normalize: object, reduction: object, backend: object, exclude_diagonal: object = None,
+    label_floor: Tensor | None = None,
 ) -> SoftPUProblem:
     """The checks of `supcon_loss`, then the general op's problem: single view (candidates = the embeddings,
     the self pair excluded) or anchors against `ref_embeddings` (nothing excluded). The labels are shifted
@@ -49,11 +50,17 @@ def prepare_supcon(
         cand_labels = check_integer_tensor("ref_labels", ref_labels, (candidates.shape[0],))
     # Any integer ids, as in pytorch-metric-learning: shift them to >= 0 (the op reserves negatives for
     # "no class"); a min keeps the shapes static for torch.compile, unlike a unique.
+    if exclude_diagonal is None:
+        exclude_diagonal = ref_embeddings is None
+    exclude_diagonal = check_bool("exclude_diagonal", exclude_diagonal)
+    if exclude_diagonal and candidates.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"exclude_diagonal: needs as many reference rows as embeddings, got "
+                         f"{candidates.shape[0]} and {embeddings.shape[0]}")
     low = torch.minimum(labels.min(), cand_labels.min()) if label_floor is None else label_floor
     problem = prepare_soft_pu(
         embeddings, candidates, cand_labels - low, None, None, temperature=temperature, rbf_sigma=math.inf,
         rbf_space="logit", normalize=normalize, reduction=reduction, return_parts=False, symmetric=False,
-        exclude_diagonal=ref_embeddings is None, backend=backend,
+        exclude_diagonal=exclude_diagonal, backend=backend,
     )
     n = embeddings.shape[0]
     return problem._replace(anchor_labels=labels.to(torch.int64) - low,
@@ -100,6 +107,7 @@ def supcon_loss(
     temperature: float | Tensor = 0.1,
     normalize: bool = True,
     reduction: str = "mean",
+    exclude_diagonal: bool | None = None,
     backend: str = "auto",
 ) -> Tensor:
     """Supervised contrastive loss, equal to pytorch-metric-learning's `SupConLoss` (loss and gradients).
@@ -129,11 +137,15 @@ def supcon_loss(
         temperature: τ, a float or a 0-d tensor (learnable).
         normalize: L2-normalize the embeddings first.
         reduction: "mean" (over anchors with a positive), "sum", or "none" (`[B]`).
+        exclude_diagonal: leave the pair (j, j) out; default: True for the single view, False with
+            reference embeddings (pytorch-metric-learning excludes it there too when `ref_labels` is the very
+            same tensor object as `labels`; `mkefast.nn.SupConLoss` reproduces that).
         backend: "auto", "reference", "cpu", "cuda" or "triton".
 
     Returns:
         The loss in the embeddings' dtype.
     """
     problem = prepare_supcon(embeddings, labels, ref_embeddings, ref_labels, temperature=temperature,
-                             normalize=normalize, reduction=reduction, backend=backend)
+                             normalize=normalize, reduction=reduction, backend=backend,
+                             exclude_diagonal=exclude_diagonal)
     return reduce_supcon(supcon_terms(problem), problem.config.reduction, problem.anchors.dtype)
