@@ -7,6 +7,10 @@ of `mkefast.ops._library` call:
 - `soft_pu_fwd(anchors, candidates, targets, options) -> SoftPUStats`
 - `soft_pu_bwd(anchors, candidates, targets, options, stats, grad_lb, grad_ulb, needs_anchors,
   needs_candidates, needs_temperature) -> SoftPUGrads`
+- optionally `soft_pu_fwd_grad(anchors, candidates, targets, options, needs_anchors, needs_candidates,
+  needs_temperature) -> (SoftPUStats, SoftPUGrads)`: the forward AND the gradients of Σ_ij (lb + ulb) (every
+  upstream gradient 1), formed while each block of logits is at hand; the op layer uses it for losses that
+  give every term the same upstream gradient, and then skips the backward's recomputation
 - `cosine_rec_fwd(reconstruction, target) -> rows`
 - `cosine_rec_bwd(reconstruction, target, grad_rows, needs_reconstruction, needs_target)
   -> (grad_reconstruction | None, grad_target | None)`

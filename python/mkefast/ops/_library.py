@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from mkefast.backends import CHUNKED_MIN_DIM, get_backend, resolve_backend
-from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype, make_targets
+from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype, make_targets
 
-__all__ = ["CHUNKED_MIN_DIM", "cosine_rec_bwd", "cosine_rec_fwd", "pack_targets", "resolve", "soft_pu_bwd",
-           "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
+__all__ = ["CHUNKED_MIN_DIM", "cosine_rec_bwd", "cosine_rec_fwd", "forms_grad_in_forward", "pack_targets", "resolve",
+           "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
 
 
 @torch.compiler.assume_constant_result
@@ -38,6 +38,12 @@ def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: 
     a symbolic d, so that the arguments stay constants.
     """
     return resolve_backend(name, op, device, dtype, wide)
+
+
+@torch.compiler.assume_constant_result
+def forms_grad_in_forward(backend: str) -> bool:
+    """Whether the backend implements `soft_pu_fwd_grad` (constant while torch.compile traces, like `resolve`)."""
+    return hasattr(get_backend(backend), "soft_pu_fwd_grad")
 
 
 def pack_targets(targets: SoftPUTargets) -> list[Tensor]:
@@ -109,22 +115,58 @@ def soft_pu_fwd(
     rbf_space: str,
     exclude_diagonal: bool,
     backend: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The backend's `soft_pu_fwd`: the `SoftPUStats` fields `(lb, ulb, lse, ref, a_ulb)`, each `[M, B_a]`."""
-    options = _options(temperature, rbf_sigma, rbf_space, exclude_diagonal)
-    stats = get_backend(backend).soft_pu_fwd(anchors.contiguous(), candidates.contiguous(),
-                                             unpack_targets(targets, diag_offset), options)
-    return tuple(stats)
+    precompute: list[bool],  # anchors, candidates, temperature: gradients to form in the forward pass
+) -> list[Tensor]:
+    """The backend's forward: the `SoftPUStats` fields `(lb, ulb, lse, ref, a_ulb)`, each `[M, B_a]`, then the
+    gradients asked for by `precompute` of Σ_ij (lb + ulb) (unit upstream gradients), in the inputs' dtypes.
+
+    Forming the gradient while the forward pass holds each block of logits (as Liger-Kernel's fused linear
+    cross-entropy does) saves recomputing them in the backward pass: a scalar loss reduced with the same
+    weight for every term needs nothing else (`SoftPULossFunction` asks only then, and only of a backend with
+    `soft_pu_fwd_grad`).
+    """
+    impl = get_backend(backend)
+    args = (anchors.contiguous(), candidates.contiguous(), unpack_targets(targets, diag_offset),
+            _options(temperature, rbf_sigma, rbf_space, exclude_diagonal))
+    if not any(precompute):
+        return list(impl.soft_pu_fwd(*args))
+    stats, grads = impl.soft_pu_fwd_grad(*args, *precompute)
+    return [*stats, *_grads_asked(grads, (anchors, candidates, temperature), precompute, backend)]
 
 
 @soft_pu_fwd.register_fake
 def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, diag_offset: int,
-      rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str,
-      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+      rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str, precompute: list[bool],
+      ) -> list[Tensor]:
     shape = (candidates.shape[0], anchors.shape[0])
     acc = acc_dtype(anchors.dtype)
     dtypes = {"ref": torch.float64}
-    return tuple(anchors.new_empty(shape, dtype=dtypes.get(f, acc)) for f in SoftPUStats._fields)  # type: ignore[return-value]
+    stats = [anchors.new_empty(shape, dtype=dtypes.get(f, acc)) for f in SoftPUStats._fields]
+    grads = [t.new_empty(t.shape) for t, need in zip((anchors, candidates, temperature), precompute, strict=True)
+             if need]
+    return [*stats, *grads]
+
+
+def _grads_asked(grads: SoftPUGrads, inputs: tuple[Tensor, Tensor, Tensor], needs: list[bool], backend: str,
+                 ) -> list[Tensor]:
+    """The gradients asked for, in order, each cast to its input's dtype (∂τ summed from its partial sums)."""
+    out = []
+    for grad, like, need, name in zip(grads, inputs, needs, SoftPUGrads._fields, strict=True):
+        if not need:
+            continue
+        if grad is None:
+            raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
+        grad = grad.sum().reshape(()) if name == "temperature" else grad
+        out.append(grad.to(like.dtype).contiguous())
+    return out
+
+
+def _uniform(grad_lb: Tensor, grad_ulb: Tensor) -> Tensor | None:
+    """The one value of every upstream gradient, or None when they differ."""
+    value = grad_lb.reshape(-1)[:1]
+    if bool((grad_lb == value).all()) and bool((grad_ulb == value).all()):
+        return value.reshape(())
+    return None
 
 
 @torch.library.custom_op("mkefast::soft_pu_bwd", mutates_args=())
@@ -138,34 +180,33 @@ def soft_pu_bwd(
     rbf_space: str,
     exclude_diagonal: bool,
     backend: str,
-    stats: list[Tensor],  # the five [M, B_a] outputs of soft_pu_fwd
+    stats: list[Tensor],  # the five [M, B_a] statistics of soft_pu_fwd
     grad_lb: Tensor,  # [M, B_a]
     grad_ulb: Tensor,  # [M, B_a]
     needs: list[bool],  # anchors, candidates, temperature
+    precomputed: list[Tensor],  # the gradients soft_pu_fwd formed for `needs`, or []
 ) -> list[Tensor]:
-    """The backend's `soft_pu_bwd`: the gradients asked for by `needs`, in that order, in their inputs' dtypes."""
-    options = _options(temperature, rbf_sigma, rbf_space, exclude_diagonal)
-    anchors, candidates = anchors.contiguous(), candidates.contiguous()
+    """The gradients asked for by `needs`, in that order, in their inputs' dtypes.
+
+    With `precomputed` gradients (of unit upstream gradients) and upstream gradients that are all one value
+    c, the result is c times them; otherwise the backend's `soft_pu_bwd` recomputes the pairs.
+    """
+    if precomputed:
+        value = _uniform(grad_lb, grad_ulb)
+        if value is not None:
+            return [(g * value.to(g.dtype)).contiguous() for g in precomputed]
     grads = get_backend(backend).soft_pu_bwd(
-        anchors, candidates, unpack_targets(targets, diag_offset), options,
-        SoftPUStats(*(t.contiguous() for t in stats)), grad_lb.contiguous(), grad_ulb.contiguous(), *needs,
+        anchors.contiguous(), candidates.contiguous(), unpack_targets(targets, diag_offset),
+        _options(temperature, rbf_sigma, rbf_space, exclude_diagonal), SoftPUStats(*(t.contiguous() for t in stats)),
+        grad_lb.contiguous(), grad_ulb.contiguous(), *needs,
     )
-    out = []
-    for grad, like, need, name in zip(grads, (anchors, candidates, temperature), needs,
-                                      ("anchors", "candidates", "temperature"), strict=True):
-        if not need:
-            continue
-        if grad is None:
-            raise RuntimeError(f"mkefast: backend {backend!r} returned no gradient for {name}")
-        grad = grad.sum().reshape(()) if name == "temperature" else grad
-        out.append(grad.to(like.dtype).contiguous())
-    return out
+    return _grads_asked(grads, (anchors, candidates, temperature), needs, backend)
 
 
 @soft_pu_bwd.register_fake
 def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, diag_offset: int,
       rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str, stats: list[Tensor], grad_lb: Tensor,
-      grad_ulb: Tensor, needs: list[bool]) -> list[Tensor]:
+      grad_ulb: Tensor, needs: list[bool], precomputed: list[Tensor]) -> list[Tensor]:
     return [t.new_empty(t.shape) for t, need in zip((anchors, candidates, temperature), needs, strict=True) if need]
 
 

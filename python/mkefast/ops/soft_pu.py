@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mkefast.backends import reference
 from mkefast.ops._common import SoftPUOptions, SoftPUTargets
-from mkefast.ops._library import CHUNKED_MIN_DIM, resolve
+from mkefast.ops._library import CHUNKED_MIN_DIM, forms_grad_in_forward, resolve
 from mkefast.ops._validate import (
     RBF_SPACES,
     REDUCTIONS,
@@ -93,7 +93,9 @@ class SoftPULossFunction(torch.autograd.Function):
 
     Forward and backward are the custom ops `mkefast::soft_pu_fwd` / `mkefast::soft_pu_bwd`
     (`mkefast.ops._library`), so `torch.compile` sees two opaque nodes. Only the per-row statistics are
-    saved; the backend's backward recomputes the pairs. Gradients flow to the anchors, the candidates and a
+    saved and the backend's backward recomputes the pairs, unless `precompute` names gradients that the
+    forward pass forms while it holds the logits (for a loss reduced with one weight per term, docs/math.md
+    "Gradients"); the backward then only scales them. Gradients flow to the anchors, the candidates and a
     tensor temperature; lse, ref and a_ulb are not differentiable.
     """
 
@@ -105,24 +107,26 @@ class SoftPULossFunction(torch.autograd.Function):
         targets: list[Tensor],  # pack_targets
         diag_offset: int,
         config: SoftPUConfig,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return torch.ops.mkefast.soft_pu_fwd(anchors, candidates, targets, temperature, diag_offset,
-                                             config.rbf_sigma, config.rbf_space, config.exclude_diagonal,
-                                             config.backend)
+        precompute: list[bool],  # anchors, candidates, temperature
+    ) -> tuple[Tensor, ...]:
+        return tuple(torch.ops.mkefast.soft_pu_fwd(anchors, candidates, targets, temperature, diag_offset,
+                                                   config.rbf_sigma, config.rbf_space, config.exclude_diagonal,
+                                                   config.backend, precompute))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-        anchors, candidates, temperature, targets, diag_offset, config = inputs
+        anchors, candidates, temperature, targets, diag_offset, config, precompute = inputs
         ctx.save_for_backward(anchors, candidates, temperature, *targets, *output)
-        ctx.num_targets, ctx.diag_offset, ctx.config = len(targets), diag_offset, config
+        ctx.num_targets, ctx.diag_offset, ctx.config, ctx.precompute = len(targets), diag_offset, config, precompute
         ctx.mark_non_differentiable(*output[2:])
 
     @staticmethod
     def backward(ctx: Any, grad_lb: Tensor | None, grad_ulb: Tensor | None, *_: Any) -> tuple[Tensor | None, ...]:
         anchors, candidates, temperature, *rest = ctx.saved_tensors
-        targets, stats = rest[: ctx.num_targets], rest[ctx.num_targets:]
+        targets, stats, precomputed = rest[: ctx.num_targets], rest[ctx.num_targets: ctx.num_targets + 5], rest[
+            ctx.num_targets + 5:]
         needs = [bool(n) for n in ctx.needs_input_grad[:3]]
-        none = (None, None, None)
+        none = (None, None, None, None)
         if not any(needs):
             return (None, None, None, *none)
         if torch.is_grad_enabled():
@@ -134,9 +138,11 @@ class SoftPULossFunction(torch.autograd.Function):
         grad_lb = torch.zeros_like(lb) if grad_lb is None else grad_lb.to(lb.dtype)
         grad_ulb = torch.zeros_like(lb) if grad_ulb is None else grad_ulb.to(lb.dtype)
         config: SoftPUConfig = ctx.config
+        if needs != list(ctx.precompute):
+            precomputed = []  # the forward formed other gradients than the ones asked for now
         grads = iter(torch.ops.mkefast.soft_pu_bwd(
             anchors, candidates, list(targets), temperature, ctx.diag_offset, config.rbf_sigma, config.rbf_space,
-            config.exclude_diagonal, config.backend, list(stats), grad_lb, grad_ulb, needs,
+            config.exclude_diagonal, config.backend, list(stats), grad_lb, grad_ulb, needs, list(precomputed),
         ))
         return (*(next(grads) if need else None for need in needs), *none)
 
@@ -247,8 +253,19 @@ def direction_terms(
         return stats.lb, stats.ulb
     tau = temperature if isinstance(temperature, Tensor) else torch.scalar_tensor(temperature, dtype=torch.float64)
     lb, ulb, *_ = SoftPULossFunction.apply(anchors.contiguous(), candidates.contiguous(), tau, targets, diag_offset,
-                                          config)
+                                          config, _precompute(config, anchors, candidates, tau))
     return lb, ulb
+
+
+def _precompute(config: SoftPUConfig, anchors: Tensor, candidates: Tensor, temperature: Tensor) -> list[bool]:
+    """The gradients to form in the forward pass: those autograd will ask for, when the backend can form them
+    there and the call's reduction gives every term the same upstream gradient ("mean" or "sum" without
+    parts; the backward checks it, and recomputes otherwise)."""
+    needs = [torch.is_grad_enabled() and t.requires_grad for t in (anchors, candidates, temperature)]
+    uniform = config.reduction != "none" and not config.return_parts
+    if not (uniform and any(needs) and forms_grad_in_forward(config.backend)):
+        return [False, False, False]
+    return needs
 
 
 def soft_pu_terms(problem: SoftPUProblem, diag_offset: int = 0) -> tuple[Tensor, Tensor]:
