@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 # Must happen before any module defining Triton kernels is imported.
 if "TRITON_INTERPRET" not in os.environ:
@@ -24,6 +25,15 @@ import mkefast
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run far faster on one thread, above all on a busy machine (use with `usefixtures`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def backend_params(*, op: str = "soft_pu", include_reference: bool = False) -> list[object]:

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 # Modules that add subcommands: each defines `add_parser(subparsers)`, which registers one subcommand
 # whose parser sets `func(args) -> int`. Imported lazily so that `mkefast info` stays fast.
-_COMMAND_MODULES: tuple[str, ...] = ("mkefast.train.robult", "mkefast.train.mke", "mkefast.demo", "mkefast.bench.cli")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "mkefast.experiments.robult_paper", "mkefast.experiments.mke_paper", "mkefast.demo", "mkefast.bench.cli",
+)
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["SECTIONS", "DemoContext", "add_parser", "main", "mfeat_section", "robult_section", "twomoon_section"]
@@ -37,7 +38,8 @@ class DemoContext:
 def twomoon_section(ctx: DemoContext) -> None:
     """TwoMoon (the MKE paper's Figure 3): a teacher seeing one coordinate, a student seeing both."""
     from mkefast.data.twomoon import split_twomoon, twomoon_seeds
-    from mkefast.train.mke import run_mke, twomoon_config
+    from mkefast.experiments.mke_paper import draw_decision_regions, run_mke, twomoon_config
+    from mkefast.models.mke_classifier import MKEClassifier
 
     split = split_twomoon()
     config = twomoon_config(models=("um_student", "mm_student"))
@@ -47,33 +49,19 @@ def twomoon_section(ctx: DemoContext) -> None:
         ctx.rows.append(("TwoMoon, 30 labels, 3 seeds", title,
                          sum(r.accuracy[model] for r in results) / len(results)))
     first = results[0]
-    xa, xb = split.test.views["xa"], split.test.views["xb"]
-    grid_a, grid_b = torch.meshgrid(torch.linspace(float(xa.min()) - 0.5, float(xa.max()) + 0.5, 200),
-                                    torch.linspace(float(xb.min()) - 0.5, float(xb.max()) + 0.5, 200),
-                                    indexing="xy")
-    grid = {"xa": grid_a.reshape(-1, 1), "xb": grid_b.reshape(-1, 1)}
-
-    def panel(model: torch.nn.Module) -> Callable[[Any], None]:
-        def draw(ax: Any) -> None:
-            with torch.no_grad():
-                region = model.eval()(grid).argmax(dim=1).reshape(grid_a.shape)
-            ax.contourf(grid_a.numpy(), grid_b.numpy(), region.numpy(), cmap="bwr_r", alpha=0.2)
-            ax.scatter(xa.numpy(), xb.numpy(), c=split.test.labels.numpy(), cmap="bwr_r", s=8)
-            ax.set_xticks(())
-            ax.set_yticks(())
-
-        return draw
-
     assert first.teacher is not None
-    ctx.panels.append((f"TwoMoon UM teacher {first.accuracy['um_teacher']:.1f}%", panel(first.teacher)))
-    ctx.panels.append((f"TwoMoon MM student {first.accuracy['mm_student']:.1f}%",
-                       panel(first.students["mm_student"])))
+    def panel(model: MKEClassifier) -> Callable[[Any], None]:
+        return lambda ax: draw_decision_regions(ax, model, split, resolution=200)
+
+    for title, key, trained in (("UM teacher", "um_teacher", first.teacher),
+                                ("MM student", "mm_student", first.students["mm_student"])):
+        ctx.panels.append((f"TwoMoon {title} {first.accuracy[key]:.1f}%", panel(trained)))
 
 
 def mfeat_section(ctx: DemoContext) -> None:
     """UCI mfeat digits, 5% labels: a teacher on Fourier coefficients, a student adding Karhunen-Loeve."""
     from mkefast.data.mfeat import load_mfeat, split_multiview
-    from mkefast.train.mke import mfeat_config, run_mke
+    from mkefast.experiments.mke_paper import mfeat_config, run_mke
 
     data = load_mfeat(("fou", "kar"))
     config = mfeat_config("fou", ("fou", "kar"), models=("mm_student",))
@@ -95,10 +83,29 @@ def mfeat_section(ctx: DemoContext) -> None:
 
 
 def robult_section(ctx: DemoContext) -> None:
-    """Robult on mfeat fou + kar, 5% labels: both views, and each view alone (a modality missing)."""
-    from mkefast.train.robult import demo_section
+    """Robult on mfeat fou + kar, 5% labels, one seed: both views, and each view alone (a modality missing)."""
+    from mkefast.data.mfeat import load_mfeat
+    from mkefast.experiments.robult_paper import run_experiment
+    from mkefast.train.robult_trainer import RobultConfig
 
-    demo_section(ctx)
+    accuracy = run_experiment(load_mfeat(("fou", "kar")), labeled_fraction=0.05, seed=0,
+                              config=RobultConfig(), variants=("robult", "supervised"), show_progress=False)
+    conditions = {"full": "fou+kar", "fou": "fou only", "kar": "kar only"}
+    for variant, title in (("supervised", "supervised"), ("robult", "Robult")):
+        for cond, label in conditions.items():
+            ctx.rows.append(("mfeat Robult, 5% labels, seed 0", f"{title} ({label})", accuracy[variant][cond]))
+
+    def draw(ax: Any) -> None:
+        x = np.arange(len(conditions))
+        for k, (variant, color) in enumerate((("supervised", "#999999"), ("robult", "#3366cc"))):
+            ax.bar(x + (k - 0.5) * 0.4, [accuracy[variant][c] for c in conditions], 0.4, color=color,
+                   label=variant)
+        ax.set_xticks(x, list(conditions.values()), fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy %")
+        ax.legend(fontsize=7, loc="lower right")
+
+    ctx.panels.append(("Robult: mfeat, 5% labels, views missing", draw))
 
 
 SECTIONS: list[Callable[[DemoContext], None]] = [twomoon_section, mfeat_section, robult_section]

@@ -1,5 +1,16 @@
-"""Data sets: TwoMoon (generated, the MKE paper's protocol) and UCI Multiple Features (mfeat, shipped)."""
+"""Data sets: TwoMoon (generated, the MKE paper's protocol), UCI Multiple Features (mfeat, shipped),
+synthetic views with known redundant / unique / synergistic information; and the label helpers (bins,
+label sets, pseudo labels) in `mkefast.data.labels`."""
 
+from mkefast.data.labels import (
+    PseudoLabels,
+    discretize,
+    multilabel_to_class_ids,
+    pseudo_labels,
+    pseudo_labels_from_logits,
+    quantile_edges,
+    teacher_labels,
+)
 from mkefast.data.mfeat import (
     MFEAT_VIEWS,
     MultiViewData,
@@ -16,9 +27,16 @@ __all__ = [
     "MultiViewData",
     "MultiViewSplit",
     "MultiViewTensors",
+    "PseudoLabels",
+    "discretize",
     "load_mfeat",
     "load_twomoon",
+    "multilabel_to_class_ids",
+    "pseudo_labels",
+    "pseudo_labels_from_logits",
+    "quantile_edges",
     "split_multiview",
     "split_twomoon",
+    "teacher_labels",
     "twomoon_seeds",
 ]

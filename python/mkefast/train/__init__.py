@@ -1,16 +1,19 @@
-"""Trainers of the reference models and the helpers they share (seeding, checkpoints, progress)."""
+"""The methods' trainers: MKE (`mke_trainer`), Robult (`robult_trainer`), and what they share (`common`:
+seeding, devices, batches, accuracy, checkpoints). The papers' experiments are in `mkefast.experiments`."""
 
-from mkefast.train.common import Checkpointer, progress, seed_everything
-from mkefast.train.mke import MKEConfig, TrainConfig, run_mke
-from mkefast.train.robult import RobultConfig, RobultTrainer
+from mkefast.train.common import Checkpointer, accuracy, progress, seed_everything
+from mkefast.train.mke_trainer import TrainConfig, student_loss, train_classifier
+from mkefast.train.robult_trainer import RobultConfig, RobultTrainer, robult_loss
 
 __all__ = [
     "Checkpointer",
-    "MKEConfig",
     "RobultConfig",
     "RobultTrainer",
     "TrainConfig",
+    "accuracy",
     "progress",
-    "run_mke",
+    "robult_loss",
     "seed_everything",
+    "student_loss",
+    "train_classifier",
 ]

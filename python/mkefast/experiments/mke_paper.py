@@ -1,4 +1,4 @@
-"""MKE training: teacher, pseudo labels, students, baselines, rounds of expansion, and the `mke` command.
+"""MKE's experiments: the paper's protocol on TwoMoon (Table 2, Figure 3) and UCI mfeat, and `mkefast mke`.
 
 One run (`run_mke`) for one seed:
 
@@ -14,46 +14,45 @@ One run (`run_mke`) for one seed:
 
 Accuracies are measured on the test part after the last epoch, in percent. Every model is trained from
 `seed_everything(seed)`, so a stage does not depend on which other stages ran; with `checkpoint_dir`,
-every stage saves its state periodically and a re-run resumes where it stopped.
+every stage saves its state periodically and a re-run of the same experiment resumes where it stopped.
+The method itself (model, loss, trainer) is in `mkefast.models.mke_classifier` and
+`mkefast.train.mke_trainer`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from mkefast.data.mfeat import MultiViewSplit, MultiViewTensors
-from mkefast.models.mke import PERTURBATION_KINDS, MKEClassifier, Perturbation
-from mkefast.train.common import Checkpointer, progress, seed_everything
+from mkefast.data.labels import pseudo_labels
+from mkefast.data.mfeat import MultiViewData, MultiViewSplit, MultiViewTensors
+from mkefast.experiments.common import add_device_argument, positive_int, write_json
+from mkefast.models.mke_classifier import PERTURBATION_KINDS, MKEClassifier, Perturbation
+from mkefast.train.common import accuracy, fingerprint, seed_everything
+from mkefast.train.mke_trainer import TrainConfig, train_classifier
 
 __all__ = [
     "MODELS",
     "TABLE2_GRID",
     "MKEConfig",
     "MKEResult",
-    "PseudoLabels",
-    "TrainConfig",
-    "accuracy",
-    "distillation_loss",
+    "add_parser",
+    "draw_decision_regions",
     "format_table",
     "mfeat_config",
     "plot_twomoon",
-    "pseudo_labels",
     "run_mke",
     "run_seeds",
     "table2",
-    "train_classifier",
     "twomoon_config",
 ]
 
@@ -64,173 +63,6 @@ MODELS: tuple[str, ...] = ("um_teacher", "um_student", "noisy_student", "mm_stud
 _TITLES = {"um_teacher": "UM teacher", "um_student": "UM student", "noisy_student": "Noisy student",
            "mm_student_noreg": "MM student (no reg)", "mm_student": "MM student",
            "mm_student_sup": "MM student (sup)"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How one model is trained: full-batch steps (one per epoch), as in the paper's TwoMoon code.
-
-    Attributes:
-        epochs: number of full-batch steps.
-        lr: learning rate.
-        optimizer: `"sgd"` (plain, as in the paper) or `"adam"`.
-        weight_decay: L2 penalty passed to the optimizer.
-        double_softmax: apply a softmax to the logits before the loss, like the official notebook (whose
-            network ends in a softmax that `CrossEntropyLoss` then normalizes again); off by default.
-        checkpoint_every: save period in epochs when a checkpoint path is given.
-    """
-
-    epochs: int
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    weight_decay: float = 0.0
-    double_softmax: bool = False
-    checkpoint_every: int = 200
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ValueError(f"epochs: expected >= 0, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
-
-
-@dataclass
-class PseudoLabels:
-    """A teacher's labels for the unlabeled rows.
-
-    Attributes:
-        targets: int64 class ids `[N]` (hard) or float32 probabilities `[N, C]` (soft).
-        mask: bool `[N]`, the rows whose teacher confidence reaches the threshold (all rows without one).
-        confidence: float32 `[N]`, the teacher's top probability.
-    """
-
-    targets: Tensor
-    mask: Tensor
-    confidence: Tensor
-
-    @property
-    def soft(self) -> bool:
-        return self.targets.dim() == 2
-
-
-@torch.no_grad()
-def pseudo_labels(teacher: nn.Module, views: Mapping[str, Tensor], *, soft: bool = False,
-                  threshold: float = 0.0) -> PseudoLabels:
-    """Labels the rows of `views` with `teacher` (in eval mode, so without perturbations).
-
-    Args:
-        teacher: a classifier mapping the views to logits `[N, C]`.
-        views: the unlabeled rows, view name -> `[N, f_view]`.
-        soft: keep the teacher's probabilities (for a KL loss) instead of its argmax.
-        threshold: keep only rows whose top probability is >= threshold (0 keeps all), in [0, 1).
-
-    Raises:
-        ValueError: the threshold is out of range or keeps no row.
-    """
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold: expected a confidence in [0, 1), got {threshold}")
-    teacher.eval()
-    probs = teacher(views).float().softmax(dim=1)
-    confidence, hard = probs.max(dim=1)
-    mask = confidence >= threshold
-    if not bool(mask.any()):
-        raise ValueError(f"threshold: no row reaches a teacher confidence of {threshold} "
-                         f"(max {float(confidence.max()):.3f})")
-    return PseudoLabels(probs if soft else hard, mask, confidence)
-
-
-def distillation_loss(logits: Tensor, targets: Tensor, mask: Tensor | None = None, *,
-                      double_softmax: bool = False) -> Tensor:
-    """Mean loss of the student over the kept rows.
-
-    Hard targets (int64 `[N]`) give the cross-entropy; soft targets (`[N, C]` probabilities `p`) give
-    `KL(p || softmax(logits))` summed over classes::
-
-        loss = mean over kept rows of  -log softmax(z)[y]              # hard
-        loss = mean over kept rows of  sum_c p_c (log p_c - log softmax(z)_c)    # soft
-
-    Args:
-        logits: student outputs `[N, C]`.
-        targets: `[N]` class ids or `[N, C]` probabilities.
-        mask: bool `[N]`, rows to keep (all when None).
-        double_softmax: replace `z` by `softmax(z)` first (the official notebook's network output).
-    """
-    if logits.dim() != 2:
-        raise ValueError(f"logits: expected [N, C], got {list(logits.shape)}")
-    if double_softmax:
-        logits = logits.softmax(dim=1)
-    if mask is not None:
-        logits, targets = logits[mask], targets[mask]
-    if targets.dim() == 1:
-        return F.cross_entropy(logits, targets)
-    if targets.shape != logits.shape:
-        raise ValueError(f"targets: expected [N] or {list(logits.shape)}, got {list(targets.shape)}")
-    return F.kl_div(logits.log_softmax(dim=1), targets, reduction="batchmean")
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: MultiViewTensors) -> float:
-    """Top-1 accuracy of `model` (eval mode) on `data`, in percent."""
-    model.eval()
-    predicted = model(data.views).argmax(dim=1)
-    return float((predicted == data.labels).double().mean()) * 100.0
-
-
-def train_classifier(model: nn.Module, views: Mapping[str, Tensor], targets: Tensor, *, config: TrainConfig,
-                     mask: Tensor | None = None, checkpoint: str | os.PathLike[str] | None = None,
-                     desc: str = "train", show_progress: bool | None = None) -> nn.Module:
-    """Trains `model` in place with full-batch steps and returns it in eval mode.
-
-    The perturbations and their noise come from torch's global RNG, so seed it before building the model.
-    With `checkpoint`, the model, optimizer, epoch and RNG states are saved every
-    `config.checkpoint_every` epochs and at the end; if the file exists the run resumes from it (a
-    finished run is only loaded), which gives the same weights as an uninterrupted run.
-
-    Args:
-        model: the classifier, `{view: [N, f]} -> [N, C]`.
-        views: the training rows.
-        targets: `[N]` class ids or `[N, C]` soft labels.
-        config: the optimization settings.
-        mask: bool `[N]`, rows that count in the loss.
-        checkpoint: file to save to and resume from.
-        desc: progress bar label.
-        show_progress: force the bar on or off (default: on when stderr is a terminal).
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    checkpointer = Checkpointer(checkpoint, every=config.checkpoint_every)
-    start = 0
-    state = checkpointer.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        Checkpointer.set_rng_state(state["rng"])
-        start = int(state["epoch"])
-
-    def snapshot(epoch: int) -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                "rng": Checkpointer.rng_state()}
-
-    model.train()
-    for epoch in progress(range(start, config.epochs), desc=desc, total=config.epochs - start,
-                          enabled=show_progress):
-        optimizer.zero_grad(set_to_none=True)
-        loss = distillation_loss(model(views), targets, mask, double_softmax=config.double_softmax)
-        loss.backward()
-        optimizer.step()
-        if checkpointer.path is not None and (epoch + 1) % checkpointer.every == 0:
-            checkpointer.maybe_save(epoch + 1, snapshot(epoch + 1))
-    if checkpointer.path is not None and start < config.epochs:
-        checkpointer.maybe_save(config.epochs, snapshot(config.epochs), force=True)
-    return model.eval()
 
 
 @dataclass(frozen=True)
@@ -322,6 +154,21 @@ def _concat(a: MultiViewTensors, b: MultiViewTensors) -> MultiViewTensors:
                             torch.cat([a.labels, b.labels]))
 
 
+def _split_fingerprint(split: MultiViewSplit) -> str:
+    parts = (split.labeled, split.unlabeled, split.test)
+    return fingerprint(*(t for part in parts for t in (*(part.views[k] for k in sorted(part.views)), part.labels)))
+
+
+def _checkpoint_key(config: MKEConfig, split: MultiViewSplit, seed: int) -> dict[str, Any]:
+    """Everything a stage's checkpoint depends on: the experiment (less which models run and how often they
+    save, which change no model), the seed and the data of every part."""
+    experiment = config.to_dict()
+    del experiment["models"]
+    for train in ("teacher_train", "student_train"):
+        del experiment[train]["checkpoint_every"]
+    return {"experiment": experiment, "seed": seed, "split": _split_fingerprint(split)}
+
+
 def run_mke(split: MultiViewSplit, config: MKEConfig, *, seed: int,
             checkpoint_dir: str | os.PathLike[str] | None = None, show_progress: bool | None = None,
             teacher: MKEClassifier | None = None) -> MKEResult:
@@ -331,7 +178,8 @@ def run_mke(split: MultiViewSplit, config: MKEConfig, *, seed: int,
         split: labeled / unlabeled / test parts holding every view of `config`.
         config: the experiment.
         seed: seeds every model (each is built right after `seed_everything(seed)`).
-        checkpoint_dir: folder of per-stage checkpoints (`seed<seed>-<stage>.pt`) for resuming.
+        checkpoint_dir: folder of per-stage checkpoints (`seed<seed>-<stage>.pt`) for resuming; each records
+            the experiment, the seed and the data, and only the same experiment resumes from it.
         show_progress: progress bars on or off (default: when stderr is a terminal).
         teacher: an already trained teacher (e.g. shared across perturbations of a grid).
 
@@ -346,6 +194,7 @@ def run_mke(split: MultiViewSplit, config: MKEConfig, *, seed: int,
     num_classes = int(max(int(split.labeled.labels.max()), int(split.unlabeled.labels.max()),
                           int(split.test.labels.max()))) + 1
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    key = _checkpoint_key(config, split, seed) if directory is not None else {}
 
     def fit(stage: str, views: tuple[str, ...], hidden: tuple[int, ...], perturbation: Perturbation,
             data: MultiViewTensors, targets: Tensor, mask: Tensor | None, train: TrainConfig) -> MKEClassifier:
@@ -354,7 +203,8 @@ def run_mke(split: MultiViewSplit, config: MKEConfig, *, seed: int,
                               perturbation=perturbation)
         path = directory / f"seed{seed}-{stage}.pt" if directory is not None else None
         train_classifier(model, data.views, targets, config=train, mask=mask, checkpoint=path,
-                         desc=f"seed {seed} {stage}", show_progress=show_progress)
+                         checkpoint_key={**key, "stage": stage}, desc=f"seed {seed} {stage}",
+                         show_progress=show_progress)
         return model
 
     none = Perturbation()
@@ -395,7 +245,7 @@ def run_mke(split: MultiViewSplit, config: MKEConfig, *, seed: int,
     return MKEResult({m: acc[m] for m in MODELS if m in acc}, rounds, teacher, students)
 
 
-def run_seeds(split_for_seed: Any, config: MKEConfig, seeds: Sequence[int], *,
+def run_seeds(split_for_seed: Callable[[int], MultiViewSplit], config: MKEConfig, seeds: Sequence[int], *,
               checkpoint_dir: str | os.PathLike[str] | None = None,
               show_progress: bool | None = None) -> dict[str, Any]:
     """Runs `run_mke` for every seed and averages; `split_for_seed(seed)` gives each seed's split.
@@ -459,36 +309,46 @@ def table2(split: MultiViewSplit, config: MKEConfig, seeds: Sequence[int], *,
     return {"teacher": round(teacher_acc, 2), "grid": grid}
 
 
+def draw_decision_regions(ax: Any, model: MKEClassifier, split: MultiViewSplit, *, resolution: int = 300) -> None:
+    """Colors the TwoMoon plane (xa, xb) by the class `model` predicts and scatters the test points.
+
+    The plane spans the unlabeled and test points with a margin of 0.5.
+    """
+    from matplotlib.colors import ListedColormap
+
+    xa = torch.cat([split.unlabeled.views["xa"], split.test.views["xa"]])
+    xb = torch.cat([split.unlabeled.views["xb"], split.test.views["xb"]])
+    grid_a, grid_b = torch.meshgrid(torch.linspace(float(xa.min()) - 0.5, float(xa.max()) + 0.5, resolution),
+                                    torch.linspace(float(xb.min()) - 0.5, float(xb.max()) + 0.5, resolution),
+                                    indexing="xy")
+    grid_views = {"xa": grid_a.reshape(-1, 1), "xb": grid_b.reshape(-1, 1)}
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        region = model.eval()({k: v.to(device) for k, v in grid_views.items()}).argmax(dim=1).reshape(grid_a.shape)
+    colors = ListedColormap(["#FF0000", "#0000FF"])
+    ax.contourf(grid_a.numpy(), grid_b.numpy(), region.cpu().numpy(), cmap=colors, alpha=0.2)
+    ax.scatter(split.test.views["xa"].numpy(), split.test.views["xb"].numpy(), c=split.test.labels.numpy(),
+               cmap=colors, s=10, alpha=0.6)
+    ax.set_xticks(())
+    ax.set_yticks(())
+
+
 def plot_twomoon(split: MultiViewSplit, result: MKEResult, path: str | os.PathLike[str]) -> None:
     """Draws the decision regions of the teacher, UM student and MM student (the paper's Figure 3)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
     candidates = [("UM teacher", result.teacher, "um_teacher"),
                   ("UM student", result.students.get("um_student"), "um_student"),
                   ("MM student", result.students.get("mm_student"), "mm_student")]
     models = [(title, m, key) for title, m, key in candidates if m is not None]
-    xa = torch.cat([split.unlabeled.views["xa"], split.test.views["xa"]])
-    xb = torch.cat([split.unlabeled.views["xb"], split.test.views["xb"]])
-    grid_a, grid_b = torch.meshgrid(torch.linspace(float(xa.min()) - 0.5, float(xa.max()) + 0.5, 300),
-                                    torch.linspace(float(xb.min()) - 0.5, float(xb.max()) + 0.5, 300),
-                                    indexing="xy")
-    grid_views = {"xa": grid_a.reshape(-1, 1), "xb": grid_b.reshape(-1, 1)}
-    colors = ListedColormap(["#FF0000", "#0000FF"])
     fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.8), squeeze=False)
     for ax, (title, model, key) in zip(axes[0], models, strict=True):
-        with torch.no_grad():
-            region = model.eval()(grid_views).argmax(dim=1).reshape(grid_a.shape)
-        ax.contourf(grid_a.numpy(), grid_b.numpy(), region.numpy(), cmap=colors, alpha=0.2)
-        ax.scatter(split.test.views["xa"].numpy(), split.test.views["xb"].numpy(), c=split.test.labels.numpy(),
-                   cmap=colors, s=10, alpha=0.6)
+        draw_decision_regions(ax, model, split)
         ax.set_title(f"{title}: {result.accuracy[key]:.1f}%")
         ax.set_xlabel("xa (teacher's modality)")
-        ax.set_xticks(())
-        ax.set_yticks(())
     axes[0][0].set_ylabel("xb")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -505,9 +365,11 @@ def format_table(accuracy_by_model: Mapping[str, float], std: Mapping[str, float
     return "\n".join(lines)
 
 
-def _student_overrides(args: argparse.Namespace, config: MKEConfig) -> MKEConfig:
-    teacher_train = replace(config.teacher_train, double_softmax=args.double_softmax)
-    student_train = replace(config.student_train, double_softmax=args.double_softmax)
+def _config_from_args(args: argparse.Namespace, config: MKEConfig) -> MKEConfig:
+    """`config` with the command line's overrides: training, perturbation, pseudo labels, device."""
+    common = {"double_softmax": args.double_softmax, "batch_size": args.batch_size, "device": args.device}
+    teacher_train = replace(config.teacher_train, **common)
+    student_train = replace(config.student_train, **common)
     if args.teacher_epochs is not None:
         teacher_train = replace(teacher_train, epochs=args.teacher_epochs)
     if args.student_epochs is not None:
@@ -521,13 +383,6 @@ def _student_overrides(args: argparse.Namespace, config: MKEConfig) -> MKEConfig
                    soft_labels=args.soft, threshold=args.threshold, rounds=args.rounds)
 
 
-def _write_json(path: str | None, payload: dict[str, Any]) -> None:
-    if path is None:
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
 def _twomoon_command(args: argparse.Namespace) -> int:
     from mkefast.data.twomoon import split_twomoon, twomoon_seeds
 
@@ -535,7 +390,7 @@ def _twomoon_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     split = split_twomoon()
     seeds = twomoon_seeds(args.seeds)
-    config = _student_overrides(args, twomoon_config())
+    config = _config_from_args(args, twomoon_config())
     start = time.perf_counter()
     show = None if args.progress else False
     out = run_seeds(lambda seed: split, config, seeds, checkpoint_dir=args.checkpoint_dir, show_progress=show)
@@ -557,30 +412,39 @@ def _twomoon_command(args: argparse.Namespace) -> int:
         print(f"plot: {args.plot}")
     out["config"] = {**config.to_dict(), "data": "twomoon", "seeds": seeds,
                      "seconds": round(time.perf_counter() - start, 1)}
-    _write_json(args.json, out)
+    write_json(args.json, out)
     return 0
 
 
-def _mfeat_command(args: argparse.Namespace) -> int:
-    from mkefast.data.mfeat import load_mfeat, split_multiview
+def _multiview_command(args: argparse.Namespace, source: str, load: Callable[[tuple[str, ...]], MultiViewData],
+                       meta: Mapping[str, Any]) -> int:
+    """`mkefast mke <source>` for any multi-view data set: `load(views)` reads the student's views, which
+    are split per seed (`split_multiview`) with `--labeled-fraction`."""
+    from mkefast.data.mfeat import split_multiview
 
     student_views = tuple(v.strip() for v in args.student_views.split(",") if v.strip())
     if args.teacher_view not in student_views:
         student_views = (args.teacher_view, *student_views)
-    data = load_mfeat(student_views, data_dir=args.data_dir)
-    config = _student_overrides(args, mfeat_config(args.teacher_view, student_views))
+    data = load(student_views)
+    config = _config_from_args(args, mfeat_config(args.teacher_view, student_views))
     seeds = list(range(args.seed, args.seed + args.seeds))
     start = time.perf_counter()
     out = run_seeds(lambda seed: split_multiview(data, labeled_fraction=args.labeled_fraction, seed=seed),
                     config, seeds, checkpoint_dir=args.checkpoint_dir,
                     show_progress=None if args.progress else False)
-    print(f"mfeat, teacher {args.teacher_view}, students {'+'.join(student_views)}, "
+    print(f"{source}, teacher {args.teacher_view}, students {'+'.join(student_views)}, "
           f"{args.labeled_fraction:g} labeled, seeds {seeds}, perturbation {config.perturbation.describe()}")
     print(format_table(out["accuracy"], out["std"]))
-    out["config"] = {**config.to_dict(), "data": "mfeat", "labeled_fraction": args.labeled_fraction,
+    out["config"] = {**config.to_dict(), "data": source, **meta, "labeled_fraction": args.labeled_fraction,
                      "seeds": seeds, "seconds": round(time.perf_counter() - start, 1)}
-    _write_json(args.json, out)
+    write_json(args.json, out)
     return 0
+
+
+def _mfeat_command(args: argparse.Namespace) -> int:
+    from mkefast.data.mfeat import load_mfeat
+
+    return _multiview_command(args, "mfeat", lambda views: load_mfeat(views, data_dir=args.data_dir), {})
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -595,9 +459,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="softmax before cross-entropy, as the official notebook (for its numbers)")
     parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
     parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="mini-batches of this many rows (default: full batch, the paper's protocol)")
+    add_device_argument(parser)
     parser.add_argument("--checkpoint-dir", help="save per-stage checkpoints here and resume from them")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--json", help="write the results as JSON to this file")
+
+
+def _add_multiview(parser: argparse.ArgumentParser) -> None:
+    """The options of a multi-view data set split per seed (`_multiview_command`)."""
+    parser.add_argument("--teacher-view", required=True, help="the teacher's view")
+    parser.add_argument("--student-views", required=True, help="comma-separated views of the MM student")
+    parser.add_argument("--labeled-fraction", type=float, default=0.05, help="labeled share of the train part")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (split and models)")
+    parser.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds")
+    _add_common(parser)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -611,11 +488,6 @@ def add_parser(subparsers: Any) -> None:
     _add_common(twomoon)
     twomoon.set_defaults(func=_twomoon_command)
     mfeat = sub.add_parser("mfeat", help="UCI Multiple Features: a one-view teacher, a multi-view student")
-    mfeat.add_argument("--teacher-view", required=True, help="the teacher's view (fou, fac, kar, pix, zer, mor)")
-    mfeat.add_argument("--student-views", required=True, help="comma-separated views of the MM student")
-    mfeat.add_argument("--labeled-fraction", type=float, default=0.05, help="labeled share of the train part")
-    mfeat.add_argument("--seed", type=int, default=0, help="first seed (split and models)")
-    mfeat.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds")
     mfeat.add_argument("--data-dir", help="folder of mfeat-<view>.csv files (default: the shipped copy)")
-    _add_common(mfeat)
+    _add_multiview(mfeat)
     mfeat.set_defaults(func=_mfeat_command)

@@ -1,4 +1,5 @@
-"""MKE teachers and students: an early-fusion classifier over named views, with the paper's perturbations.
+"""MKE's model for teachers and students: an early-fusion classifier over named views, with the paper's
+perturbations.
 
 Multimodal Knowledge Expansion (Xue, Ren, Gao, Zhao; ICCV 2021) trains a multimodal student on pseudo
 labels of a unimodal teacher; a perturbation of the student (its consistency regularization) is what lets
@@ -120,6 +121,9 @@ class MKEClassifier(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.mlp.out_features
+
+    def extra_repr(self) -> str:
+        return f"views={list(self.views)}, perturbation={self.perturbation.describe()}"
 
     def forward(self, views: Mapping[str, Tensor]) -> Tensor:
         missing = [name for name in self.views if name not in views]

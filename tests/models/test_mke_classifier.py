@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mkefast.models.mke import MKEClassifier, Perturbation, scaled_gaussian_noise
+from mkefast.models.mke_classifier import MKEClassifier, Perturbation, scaled_gaussian_noise
 
 
 class Recorder(nn.Module):
@@ -104,3 +104,8 @@ def test_classifier_validation() -> None:
         MKEClassifier({"a": 2}, [], 2, perturbation=Perturbation(hidden_noise=1.0))
     with pytest.raises(ValueError, match="missing"):
         MKEClassifier({"a": 2, "b": 1}, [4], 2)({"a": torch.randn(3, 2)})
+
+
+def test_repr_names_the_views_and_perturbation() -> None:
+    model = MKEClassifier({"a": 2, "b": 3}, [4], 2, perturbation=Perturbation(input_noise=1.0, dropout=0.5))
+    assert "views=['a', 'b'], perturbation=v0=1, r0=0.5" in repr(model)

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
-from mkefast.models.robult import LATE_FUSIONS, Robult, RobultOutput, late_fusion
+from mkefast.models.robult_model import LATE_FUSIONS, Robult, RobultOutput, late_fusion
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tiny models run far faster on one thread, above all on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZES = {2: [5, 7], 3: [5, 7, 3]}

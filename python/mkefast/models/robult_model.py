@@ -1,4 +1,4 @@
-"""The Robult pipeline (SPEC §4): encoders, fusion, shared / unique heads, reconstruction, classifier."""
+"""The Robult model (docs/math.md): encoders, fusion, shared / unique heads, reconstruction, classifier."""
 
 from __future__ import annotations
 
