@@ -1,7 +1,9 @@
-// pybind11 entry point of mkefast._C: CPU kernels. Tensors arrive as raw pointers plus sizes; the Python
-// side (mkefast.backends.cpu) allocates every buffer and checks shapes, dtypes and contiguity.
+// pybind11 entry point of mkefast._C: CPU kernels. Tensors arrive as raw pointers plus sizes, every argument by
+// keyword; the Python side (mkefast.backends.cpu) allocates every buffer and checks shapes, dtypes and
+// contiguity.
 #include <pybind11/pybind11.h>
 
+#include "bindings/soft_pu_params.h"
 #include "cpu/ops.h"
 
 #ifdef MKEFAST_WITH_OPENMP
@@ -32,5 +34,6 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mkefast CPU kernels (C++/OpenMP); raw-pointer interface, no libtorch";
   m.def("build_info", &build_info, "How this module was compiled.");
+  mkefast::bind_soft_pu_params(m);
   mkefast::cpu::register_ops(m);
 }

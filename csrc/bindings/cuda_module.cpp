@@ -2,10 +2,11 @@
 // (torch.cuda.current_stream().cuda_stream). Static cudart, no libtorch.
 //
 // Every op is bound once per element type, with the dtype as a name suffix (`_f32`, `_f64`, `_f16`, `_bf16`),
-// as in mkefast._C. Tensors arrive as raw device pointers (uintptr_t) plus sizes; `device` is the CUDA device
-// index of the tensors, made current before the launch (this module's runtime keeps its own current device,
-// which torch's torch.cuda.set_device does not change). A failed launch raises RuntimeError with the CUDA
-// error string. The kernels run asynchronously: errors inside a kernel surface at the next synchronization.
+// as in mkefast._C, and takes keyword arguments only. Tensors arrive as raw device pointers (uintptr_t) plus
+// sizes; `device` is the CUDA device index of the tensors, made current before the launch (this module's
+// runtime keeps its own current device, which torch's torch.cuda.set_device does not change). A failed launch
+// raises RuntimeError with the CUDA error string. The kernels run asynchronously: errors inside a kernel
+// surface at the next synchronization.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
@@ -13,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/soft_pu_params.h"
 #include "launchers.h"
 
 namespace py = pybind11;
@@ -51,43 +53,37 @@ void bind_soft_pu(py::module_& m, const char* suffix, mc::DType dtype) {
   const std::string bwd = std::string("soft_pu_bwd_") + suffix;
   m.def(
       fwd.c_str(),
-      [dtype, fwd](uintptr_t dots, uintptr_t cls, uintptr_t labeled, uintptr_t n11, uintptr_t n10, uintptr_t lb,
-                   uintptr_t ulb, uintptr_t lse, uintptr_t ref, uintptr_t a_ulb, int64_t rows, int64_t cols,
-                   int64_t ld, int64_t first_row, double inv_tau, double inv_two_sigma_sq, bool phi_space, int device,
-                   uintptr_t stream) {
+      [dtype, fwd](const mkefast::SoftPUParams& params, uintptr_t dots, int64_t rows, int64_t cols, int64_t ld,
+                   int64_t first_anchor, uintptr_t lb, uintptr_t ulb, uintptr_t lse, uintptr_t ref, uintptr_t a_ulb,
+                   int device, uintptr_t stream) {
         use_device(device, fwd.c_str());
-        check(mc::launch_soft_pu_fwd(as_ptr<const void>(dots), as_ptr<const std::int32_t>(cls),
-                                     as_ptr<const std::uint8_t>(labeled), as_ptr<const float>(n11),
-                                     as_ptr<const float>(n10), as_ptr<void>(lb), as_ptr<void>(ulb), as_ptr<void>(lse),
-                                     as_ptr<void>(ref), as_ptr<void>(a_ulb), rows, cols, ld, first_row, inv_tau,
-                                     inv_two_sigma_sq, phi_space, dtype, as_stream(stream)),
+        check(mc::launch_soft_pu_fwd(params, as_ptr<const void>(dots), as_ptr<void>(lb), as_ptr<void>(ulb),
+                                     as_ptr<void>(lse), as_ptr<double>(ref), as_ptr<void>(a_ulb), rows, cols, ld,
+                                     first_anchor, dtype, as_stream(stream)),
               fwd.c_str());
       },
-      "Forward epilogue of one [C, B] chunk of dot products: lb, ulb, lse, ref, a_ulb of its C rows.",
-      py::arg("dots"), py::arg("cls"), py::arg("labeled"), py::arg("n11"), py::arg("n10"), py::arg("lb"),
-      py::arg("ulb"), py::arg("lse"), py::arg("ref"), py::arg("a_ulb"), py::arg("rows"), py::arg("cols"),
-      py::arg("ld"), py::arg("first_row"), py::arg("inv_tau"), py::arg("inv_two_sigma_sq"), py::arg("phi_space"),
+      "Forward epilogue of one [rows, cols] chunk of dot products (anchors first_anchor...): lb, ulb, lse, a_ulb "
+      "(this dtype) and ref (float64) of its rows.",
+      py::kw_only(), py::arg("params"), py::arg("dots"), py::arg("rows"), py::arg("cols"), py::arg("ld"),
+      py::arg("first_anchor"), py::arg("lb"), py::arg("ulb"), py::arg("lse"), py::arg("ref"), py::arg("a_ulb"),
       py::arg("device"), py::arg("stream"));
   m.def(
       bwd.c_str(),
-      [dtype, bwd](uintptr_t dots, uintptr_t cls, uintptr_t labeled, uintptr_t n11, uintptr_t n10, uintptr_t lse,
-                   uintptr_t ref, uintptr_t a_ulb, uintptr_t grad_lb, uintptr_t grad_ulb, int64_t rows, int64_t cols,
-                   int64_t ld, int64_t first_row, double inv_tau, double inv_two_sigma_sq, bool phi_space, int device,
-                   uintptr_t stream) {
+      [dtype, bwd](const mkefast::SoftPUParams& params, uintptr_t dots, int64_t rows, int64_t cols, int64_t ld,
+                   int64_t first_anchor, uintptr_t lse, uintptr_t ref, uintptr_t a_ulb, uintptr_t grad_lb,
+                   uintptr_t grad_ulb, uintptr_t grad_temperature, int device, uintptr_t stream) {
         use_device(device, bwd.c_str());
-        check(mc::launch_soft_pu_bwd(as_ptr<void>(dots), as_ptr<const std::int32_t>(cls),
-                                     as_ptr<const std::uint8_t>(labeled), as_ptr<const float>(n11),
-                                     as_ptr<const float>(n10), as_ptr<const void>(lse), as_ptr<const void>(ref),
+        check(mc::launch_soft_pu_bwd(params, as_ptr<void>(dots), as_ptr<const void>(lse), as_ptr<const double>(ref),
                                      as_ptr<const void>(a_ulb), as_ptr<const void>(grad_lb),
-                                     as_ptr<const void>(grad_ulb), rows, cols, ld, first_row, inv_tau,
-                                     inv_two_sigma_sq, phi_space, dtype, as_stream(stream)),
+                                     as_ptr<const void>(grad_ulb), as_ptr<void>(grad_temperature), rows, cols, ld,
+                                     first_anchor, dtype, as_stream(stream)),
               bwd.c_str());
       },
-      "Backward epilogue: overwrites a [C, B] chunk of dot products with dL/d(dots) = G / tau.", py::arg("dots"),
-      py::arg("cls"), py::arg("labeled"), py::arg("n11"), py::arg("n10"), py::arg("lse"), py::arg("ref"),
-      py::arg("a_ulb"), py::arg("grad_lb"), py::arg("grad_ulb"), py::arg("rows"), py::arg("cols"), py::arg("ld"),
-      py::arg("first_row"), py::arg("inv_tau"), py::arg("inv_two_sigma_sq"), py::arg("phi_space"),
-      py::arg("device"), py::arg("stream"));
+      "Backward epilogue: overwrites a [rows, cols] chunk of dot products with dL/d(dots) = G / tau; "
+      "grad_temperature (0: not needed) receives the rows' shares of dL/dtau.",
+      py::kw_only(), py::arg("params"), py::arg("dots"), py::arg("rows"), py::arg("cols"), py::arg("ld"),
+      py::arg("first_anchor"), py::arg("lse"), py::arg("ref"), py::arg("a_ulb"), py::arg("grad_lb"),
+      py::arg("grad_ulb"), py::arg("grad_temperature"), py::arg("device"), py::arg("stream"));
 }
 
 void bind_cosine_rec(py::module_& m, const char* suffix, mc::DType dtype) {
@@ -101,7 +97,8 @@ void bind_cosine_rec(py::module_& m, const char* suffix, mc::DType dtype) {
                                         dtype, as_stream(stream)),
               fwd.c_str());
       },
-      "Per-row 1 - cos^2 of two contiguous [N, d] tensors into loss [N] (accumulation dtype).", py::arg("a"),
+      "Per-row 1 - cos^2 of two contiguous [N, d] tensors into loss [N] (accumulation dtype).", py::kw_only(),
+      py::arg("a"),
       py::arg("b"), py::arg("loss"), py::arg("n"), py::arg("d"), py::arg("device"), py::arg("stream"));
   m.def(
       bwd.c_str(),
@@ -112,7 +109,8 @@ void bind_cosine_rec(py::module_& m, const char* suffix, mc::DType dtype) {
                                         as_ptr<void>(grad_a), as_ptr<void>(grad_b), n, d, dtype, as_stream(stream)),
               bwd.c_str());
       },
-      "Both gradients of the per-row loss (grad_a / grad_b = 0 to skip one), in the inputs' dtype.", py::arg("a"),
+      "Both gradients of the per-row loss (grad_a / grad_b = 0 to skip one), in the inputs' dtype.",
+      py::kw_only(), py::arg("a"),
       py::arg("b"), py::arg("grad_loss"), py::arg("grad_a"), py::arg("grad_b"), py::arg("n"), py::arg("d"),
       py::arg("device"), py::arg("stream"));
 }
@@ -122,6 +120,7 @@ void bind_cosine_rec(py::module_& m, const char* suffix, mc::DType dtype) {
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "mkefast CUDA kernels; raw-pointer interface, no libtorch";
   m.def("build_info", &build_info, "How this module was compiled.");
+  mkefast::bind_soft_pu_params(m);
   bind_soft_pu(m, "f32", mc::DType::f32);
   bind_soft_pu(m, "f64", mc::DType::f64);
   bind_cosine_rec(m, "f32", mc::DType::f32);

@@ -1,18 +1,21 @@
-// Fused cosine reconstruction loss (SPEC §2) on the GPU: one warp per row, one read of each input row.
+// Fused cosine reconstruction loss (docs/math.md, "Cosine reconstruction loss") on the GPU: one warp per row.
 //
 //   per_row = 1 - c²,   c = <a, b> / den,   den = max(|a| |b|, 1e-8)
 //
-// Gradients (g = upstream gradient of the row):
-//   den > 1e-8:  dc/da = b / den - c a / |a|²      dc/db = a / den - c b / |b|²
-//   den = 1e-8:  dc/da = b / den                   dc/db = a / den       (the clamp is constant)
-//   d(per_row)/da = -2 c g dc/da = s (b - (<a, b> / |a|²) a)   with s = -2 c g / den, since c den = <a, b>;
-//   the same for b with the roles swapped.
+// Scale-free: each row is divided by its largest magnitude first (sa, sb) and the floor by sa·sb, so that no
+// norm overflows or underflows in the accumulation type whatever the inputs' scale (1e20 or 1e-20 in float):
+//   â = a / sa,  b̂ = b / sb,  c = <â, b̂> / n̂,  n̂ = max(|â| |b̂|, 1e-8 / (sa sb))
+// Gradients (g = upstream gradient of the row), from dc/dâ = b̂ / n̂ - c â / |â|² and dâ/da = 1 / sa:
+//   unclamped:  d(per_row)/da = s_a (b̂ - (<â, b̂> / |â|²) â),   s_a = -2 c g / (n̂ sa)   (c n̂ = <â, b̂>)
+//   clamped:    the floor is a constant and the norm term vanishes: d/da = s_a b̂
+//   and the same for b with the roles swapped.
 //
-// A warp owns a row: each lane accumulates <a, b>, |a|² and |b|² over a strided slice in fp32 (fp64 for
-// float64 inputs), a shuffle tree sums the lanes. When the rows are 16-byte aligned and d is a multiple of the
-// vector width, each lane reads 16 bytes per step (8 bf16/fp16, 4 fp32, 2 fp64), so a warp moves 512 bytes
-// per instruction. The backward reads the row a second time for the gradients (mostly from L1/L2). Row offsets
-// are int64: N·d passes 2^31 at 256k rows × 8k features.
+// A warp owns a row: a first read finds the two scales (warp max), a second accumulates <â, b̂>, |â|² and |b̂|²
+// over each lane's strided slice in fp32 (fp64 for float64 inputs) and a shuffle tree sums the lanes; the
+// second read hits L1/L2. When the rows are 16-byte aligned and d is a multiple of the vector width, each
+// lane reads 16 bytes per step (8 bf16/fp16, 4 fp32, 2 fp64), so a warp moves 512 bytes per instruction. The
+// backward reads the row a third time for the gradients. Row offsets are int64: N·d passes 2^31 at 256k rows
+// × 8k features. A NaN input skips the max (NaN fails the compare) and then makes the sums NaN.
 #include <initializer_list>
 #include <limits>
 
@@ -27,42 +30,76 @@ constexpr int kThreads = kRowsPerBlock * kWarpSize;
 
 __device__ __forceinline__ float acc_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double acc_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float acc_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double acc_abs(double x) { return fabs(x); }
 
 template <typename A>
-struct RowStats {
-  A dot, aa, bb;
-};
+__device__ __forceinline__ A warp_max(A v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) {
+    const A o = __shfl_xor_sync(kFullMask, v, offset);
+    v = o > v ? o : v;
+  }
+  return v;
+}
 
-// <a, b>, |a|², |b|² of one row, summed over the warp (every lane gets the totals).
-template <typename T, bool kVec>
-__device__ RowStats<typename Elem<T>::Acc> row_stats(const T* __restrict__ a, const T* __restrict__ b,
-                                                     std::int64_t d, int lane) {
-  using A = typename Elem<T>::Acc;
-  A dot = A(0), aa = A(0), bb = A(0);
+// Calls f(x, y) on the lane's elements of a row pair, converted to the accumulation type.
+template <typename T, bool kVec, typename F>
+__device__ __forceinline__ void for_lane(const T* __restrict__ a, const T* __restrict__ b, std::int64_t d, int lane,
+                                         F&& f) {
   if constexpr (kVec) {
     constexpr int V = Vec16<T>::kSize;
     for (std::int64_t t = static_cast<std::int64_t>(lane) * V; t < d; t += kWarpSize * V) {
       const Vec16<T> va = Vec16<T>::load(a + t);
       const Vec16<T> vb = Vec16<T>::load(b + t);
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const A x = Elem<T>::load(va.v[e]);
-        const A y = Elem<T>::load(vb.v[e]);
-        dot += x * y;
-        aa += x * x;
-        bb += y * y;
-      }
+      for (int e = 0; e < V; ++e) f(Elem<T>::load(va.v[e]), Elem<T>::load(vb.v[e]));
     }
   } else {
-    for (std::int64_t t = lane; t < d; t += kWarpSize) {
-      const A x = Elem<T>::load(a[t]);
-      const A y = Elem<T>::load(b[t]);
-      dot += x * y;
-      aa += x * x;
-      bb += y * y;
-    }
+    for (std::int64_t t = lane; t < d; t += kWarpSize) f(Elem<T>::load(a[t]), Elem<T>::load(b[t]));
   }
-  return {warp_sum(dot), warp_sum(aa), warp_sum(bb)};
+}
+
+template <typename A>
+struct RowStats {
+  A sa, sb;       // the scales (1 for an all-zero row)
+  A dot, aa, bb;  // <â, b̂>, |â|², |b̂|²
+  A den;          // max(|â| |b̂|, 1e-8 / (sa sb))
+  bool clamped;
+};
+
+// The scaled statistics of one row pair, summed over the warp (every lane gets them).
+template <typename T, bool kVec>
+__device__ RowStats<typename Elem<T>::Acc> row_stats(const T* __restrict__ a, const T* __restrict__ b,
+                                                     std::int64_t d, int lane) {
+  using A = typename Elem<T>::Acc;
+  A ma = A(0), mb = A(0);
+  for_lane<T, kVec>(a, b, d, lane, [&](A x, A y) {
+    ma = acc_abs(x) > ma ? acc_abs(x) : ma;
+    mb = acc_abs(y) > mb ? acc_abs(y) : mb;
+  });
+  ma = warp_max(ma);
+  mb = warp_max(mb);
+  RowStats<A> s;
+  s.sa = ma > A(0) ? ma : A(1);
+  s.sb = mb > A(0) ? mb : A(1);
+  A dot = A(0), aa = A(0), bb = A(0);
+  for_lane<T, kVec>(a, b, d, lane, [&](A x, A y) {
+    x /= s.sa;
+    y /= s.sb;
+    dot += x * y;
+    aa += x * x;
+    bb += y * y;
+  });
+  s.dot = warp_sum(dot);
+  s.aa = warp_sum(aa);
+  s.bb = warp_sum(bb);
+  const A prod = acc_sqrt(s.aa) * acc_sqrt(s.bb);
+  const A floor = A(1e-8) / (s.sa * s.sb);
+  s.clamped = !(prod > floor);  // a NaN norm goes the clamped way; dot (NaN) keeps c NaN
+  // den = 0 only where the floor underflowed and a row is all zero (then <â, b̂> = 0): any positive den then
+  // gives the true c = 0 instead of 0/0.
+  s.den = s.clamped ? (floor > A(0) ? floor : A(1)) : prod;
+  return s;
 }
 
 template <typename T, bool kVec>
@@ -75,9 +112,7 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_fwd_kernel(const T* __res
   if (i >= n) return;  // whole warps leave together: the shuffles below stay convergent
   const RowStats<A> s = row_stats<T, kVec>(a + i * d, b + i * d, d, lane);
   if (lane == 0) {
-    const A prod = acc_sqrt(s.aa) * acc_sqrt(s.bb);
-    const A den = prod > A(1e-8) ? prod : A(1e-8);  // a NaN norm leaves dot NaN, so c stays NaN
-    const A c = s.dot / den;
+    const A c = s.dot / s.den;
     loss[i] = A(1) - c * c;
   }
 }
@@ -94,14 +129,12 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_bwd_kernel(const T* __res
   const T* ai = a + i * d;
   const T* bi = b + i * d;
   const RowStats<A> s = row_stats<T, kVec>(ai, bi, d, lane);
-  const A prod = acc_sqrt(s.aa) * acc_sqrt(s.bb);
-  const bool clamped = !(prod > A(1e-8));
-  const A den = clamped ? A(1e-8) : prod;
-  const A c = s.dot / den;
-  const A scale = A(-2) * c * grad_loss[i] / den;
+  const A g = A(-2) * (s.dot / s.den) * grad_loss[i] / s.den;
+  const A scale_a = g / s.sa;
+  const A scale_b = g / s.sb;
   // Under the clamp the denominator is a constant and the norm terms vanish.
-  const A ka = clamped ? A(0) : s.dot / s.aa;
-  const A kb = clamped ? A(0) : s.dot / s.bb;
+  const A ka = s.clamped ? A(0) : s.dot / s.aa;
+  const A kb = s.clamped ? A(0) : s.dot / s.bb;
   T* ga = grad_a != nullptr ? grad_a + i * d : nullptr;
   T* gb = grad_b != nullptr ? grad_b + i * d : nullptr;
   if constexpr (kVec) {
@@ -112,20 +145,20 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_bwd_kernel(const T* __res
       Vec16<T> oa, ob;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const A x = Elem<T>::load(va.v[e]);
-        const A y = Elem<T>::load(vb.v[e]);
-        oa.v[e] = Elem<T>::store(scale * (y - ka * x));
-        ob.v[e] = Elem<T>::store(scale * (x - kb * y));
+        const A x = Elem<T>::load(va.v[e]) / s.sa;
+        const A y = Elem<T>::load(vb.v[e]) / s.sb;
+        oa.v[e] = Elem<T>::store(scale_a * (y - ka * x));
+        ob.v[e] = Elem<T>::store(scale_b * (x - kb * y));
       }
       if (ga != nullptr) oa.store(ga + t);
       if (gb != nullptr) ob.store(gb + t);
     }
   } else {
     for (std::int64_t t = lane; t < d; t += kWarpSize) {
-      const A x = Elem<T>::load(ai[t]);
-      const A y = Elem<T>::load(bi[t]);
-      if (ga != nullptr) ga[t] = Elem<T>::store(scale * (y - ka * x));
-      if (gb != nullptr) gb[t] = Elem<T>::store(scale * (x - kb * y));
+      const A x = Elem<T>::load(ai[t]) / s.sa;
+      const A y = Elem<T>::load(bi[t]) / s.sb;
+      if (ga != nullptr) ga[t] = Elem<T>::store(scale_a * (y - ka * x));
+      if (gb != nullptr) gb[t] = Elem<T>::store(scale_b * (x - kb * y));
     }
   }
 }

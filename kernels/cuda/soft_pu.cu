@@ -1,29 +1,31 @@
-// Fused epilogues of the chunked soft-PU loss (SPEC §1) on the GPU.
+// Fused epilogues of the chunked soft-PU op (docs/math.md, "The general op") on the GPU.
 //
 // The chunk driver (mkefast.backends._chunked) computes, per modality and per chunk of C anchors, the raw dot
-// products dots[j, k] = <s_J, z_k> with one cuBLAS GEMM (J = first_row + j is the anchor's index among the
-// B candidates). These kernels do everything else in one or two passes over the chunk, one block per row.
-// The chunk holds whole rows, so the reference r_J comes from the row itself in both RBF spaces:
+// products dots[i, k] = <s_j, z_k> (anchor j = first_anchor + i, candidates k < B_c) with one cuBLAS GEMM.
+// These kernels do everything else in one or two passes over the chunk, one block per row. With the partner
+// p = j + diag_offset (when < B_c) and D(j) = every candidate, minus p when the diagonal is excluded:
 //
-//   ℓ_Jk  = dots[j, k] / τ
-//   lse_J = log Σ_k exp(ℓ_Jk)
-//   P11(J, k) = lab[J] & lab[k] & cls[J] == cls[k]
-//   P10(J, k) = !(lab[J] & lab[k]) & (k == J | (cls[J] >= 0 & cls[k] == cls[J]))
-//   x_Jk  = ℓ_Jk ("logit") or exp(ℓ_Jk) ("phi");   r_J = mean_{P11} x_Jk, or x_JJ if P11 is empty
-//   w_Jk  = exp(-(x_Jk - r_J)² / (2σ²))              (1 when σ = inf, passed as inv_two_sigma_sq = 0)
-//   lb_J  = Σ_{P11} (lse_J - ℓ_Jk) / |P11|          ulb_J = Σ_{P10} w_Jk (lse_J - ℓ_Jk) / |P10|
-//   a_ulb_J = Σ_{P10} w_Jk / |P10|                   (each 0 when its set is empty)
+//   ℓ_jk  = dots[i, k] / τ
+//   lse_j = log Σ_{k∈D} exp(ℓ_jk)                   (-inf for an empty D: one candidate, excluded)
+//   P11(j, k) = k∈D & alab[j] & lab[k] & acls[j] == cls[k]
+//   P10(j, k) = k∈D & !(alab[j] & lab[k]) & (k == p | (acls[j] >= 0 & cls[k] == acls[j]))
+//   ρ_j   = mean_{P11} ℓ ("logit") or log mean_{P11} e^ℓ ("phi", max-shifted), else ℓ_jp (0 without a
+//           partner): logit units, summed in double and stored in float64 for the backward
+//   w_jk  = exp(-½((ℓ - ρ)/σ)²), or in "phi" exp(-½((e^ℓ - e^ρ)/σ)²) in log form (e^ℓ never forms);
+//           1 when σ = inf, and 1 by definition for the fallback pair (P11 empty, k = p)
+//   lb_j  = lse_j - Σ_{P11} ℓ / |P11|      ulb_j = Σ_{P10} w (lse_j - ℓ) / |P10|      a_ulb_j = Σ_{P10} w / |P10|
 //
-// Backward: with a11 = 1/|P11| on P11, a10 = w/|P10| on P10, A11 = [|P11| > 0], A10 = a_ulb and
-// p = exp(ℓ - lse), the loss Σ_J g11_J lb_J + g10_J ulb_J has
-//   ∂/∂ℓ_Jk = g11_J (A11 p_Jk - a11_Jk) + g10_J (A10 p_Jk - a10_Jk),
-// since ∂lse/∂ℓ_Jk = p_Jk and w, r are constants. The kernel writes G/τ = ∂L/∂dots over the chunk in place,
-// so that the driver's two GEMMs give grad_s = (G/τ) z and grad_z = (G/τ)ᵀ s directly.
+// Backward (docs/math.md, "Gradients"): G_jk = CP p_jk - C11 [P11] - C10 w_jk [P10] with p = exp(ℓ - lse) on
+// D (0 off it), CP = g11 [P11 ≠ ∅] + g10 a_ulb, C11 = g11/|P11|, C10 = g10/|P10|. The kernel writes
+// G/τ = ∂L/∂dots over the chunk in place, so that the driver's two GEMMs give grad_s = (G/τ) z and
+// grad_z = (G/τ)ᵀ s, and, when asked, the row's share of ∂L/∂τ = -(1/τ) Σ_k G_jk ℓ_jk, summed over centred
+// logits ℓ - lse (Σ_k G_jk = 0), which keeps large logits (small τ) from cancelling.
 //
-// Masks are rebuilt from the O(B) arrays: no B×B (or C×B) mask ever exists. All arithmetic is in the chunk's
-// type A (float, or double for float64 inputs); offsets into the chunk are int64 because C·B can pass 2^31.
-// NaN inputs give NaN outputs: maxima use comparisons that keep the running value only against numbers, and
-// every sum carries NaN through.
+// Masks are rebuilt from the O(B) arrays: no B×B (or C×B) mask ever exists. Arithmetic is in the chunk's
+// type A (float, or double for float64 inputs) except ρ: the forward sums it in double, and both passes
+// compare ℓ with it as ρ_hi + ρ_lo (two A's), so that ℓ - ρ is exact for the close pairs whose weights
+// matter. Offsets into the chunk are int64 because C·B can pass 2^31. NaN inputs give NaN outputs: maxima
+// use comparisons that keep the running value only against numbers, and every sum carries NaN through.
 #include <cmath>
 #include <limits>
 
@@ -37,8 +39,12 @@ constexpr int kRowThreads = 256;
 
 __device__ __forceinline__ float acc_exp(float x) { return expf(x); }
 __device__ __forceinline__ double acc_exp(double x) { return exp(x); }
+__device__ __forceinline__ float acc_expm1(float x) { return expm1f(x); }
+__device__ __forceinline__ double acc_expm1(double x) { return expm1(x); }
 __device__ __forceinline__ float acc_log(float x) { return logf(x); }
 __device__ __forceinline__ double acc_log(double x) { return log(x); }
+__device__ __forceinline__ float acc_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double acc_abs(double x) { return fabs(x); }
 
 // Running (max, Σ exp(ℓ - max)) of a set of logits: the one-read ("online") softmax normalizer.
 template <typename A>
@@ -70,6 +76,13 @@ __device__ __forceinline__ void push(MaxSum<A>& ms, A l) {
   }
 }
 
+// log Σ exp of what was pushed: -inf for nothing (max -inf, sum 0).
+template <typename A>
+__device__ __forceinline__ A log_sum(MaxSum<A> ms) {
+  return ms.sum == A(0) ? -std::numeric_limits<A>::infinity() : ms.max + acc_log(ms.sum);
+}
+
+// Merges every thread's part; every thread gets the total. Ends with a barrier (the scratch is reused).
 template <typename A>
 __device__ MaxSum<A> block_merge(MaxSum<A> ms) {
   __shared__ A max_part[kWarpSize];
@@ -93,13 +106,54 @@ __device__ MaxSum<A> block_merge(MaxSum<A> ms) {
   return ms;
 }
 
-// The RBF weight w of a pair with logit l against the anchor's reference r.
+// One anchor row: its partner, its arrays, and the membership of candidate k in D / P11 / P10.
+struct Row {
+  std::int64_t partner;  // -1 for none
+  bool excluded;
+  std::int32_t cls;
+  bool labeled;
+  float n11, n10;
+
+  __device__ static Row of(const SoftPUParams& p, std::int64_t anchor, std::int64_t cols) {
+    const std::int64_t q = anchor + p.diag_offset;
+    const bool has = q < cols;
+    return {has ? q : -1, has && p.exclude_diagonal, p.anchor_cls[anchor], p.anchor_labeled[anchor] != 0,
+            p.n11[anchor], p.n10[anchor]};
+  }
+  __device__ bool skips(std::int64_t k) const { return excluded && k == partner; }
+  __device__ bool in_p11(const SoftPUParams& p, std::int64_t k) const {
+    return labeled && p.labeled[k] != 0 && p.cls[k] == cls;
+  }
+  __device__ bool in_p10(const SoftPUParams& p, std::int64_t k) const {
+    return !(labeled && p.labeled[k] != 0) && (k == partner || (cls >= 0 && p.cls[k] == cls));
+  }
+  __device__ bool fallback_pair(std::int64_t k) const { return k == partner && !(n11 > 0.0f); }
+};
+
+// ρ as hi + lo in A (lo = 0 in double), so that ℓ - ρ = (ℓ - hi) - lo is exact for ℓ within 2× of ρ.
 template <typename A>
-__device__ __forceinline__ A rbf_weight(A l, A r, A inv_two_sigma_sq, bool phi_space) {
-  if (!(inv_two_sigma_sq > A(0))) return A(1);  // σ = inf: exactly 1, even where (x - r)² is inf
-  const A x = phi_space ? acc_exp(l) : l;
-  const A diff = x - r;
-  return acc_exp(-diff * diff * inv_two_sigma_sq);
+struct Ref {
+  A hi, lo;
+  __device__ static Ref of(double rho) {
+    const A hi = static_cast<A>(rho);
+    return {hi, static_cast<A>(rho - static_cast<double>(hi))};
+  }
+};
+
+// The RBF weight of a pair of logit l against the reference (docs/math.md, "Numerics").
+template <typename A>
+__device__ __forceinline__ A rbf_weight(const SoftPUParams& p, A l, Ref<A> ref) {
+  if (!p.rbf) return A(1);  // σ = inf: exactly 1, even where (x - r)² is inf
+  const A diff = (l - ref.hi) - ref.lo;
+  if (p.phi) {
+    // |e^ℓ - e^ρ|/σ = exp(a - log σ + log(1 - e^{-δ})), a = max(ℓ, ρ), δ = |ℓ - ρ|: finite before it is
+    // squared; δ = 0 gives log 0 = -inf and w = 1 exactly.
+    const A a = l > ref.hi ? l : ref.hi;
+    const A log_dist = a - static_cast<A>(p.log_sigma) + acc_log(-acc_expm1(-acc_abs(diff)));
+    return acc_exp(A(-0.5) * acc_exp(A(2) * log_dist));
+  }
+  const A u = diff * static_cast<A>(p.inv_sigma);  // squared, overflows only to +inf: w = 0
+  return acc_exp(A(-0.5) * u * u);
 }
 
 // 1/n, and 0 for an empty set (whose terms are then 0, as in the reference).
@@ -108,165 +162,161 @@ __device__ __forceinline__ A inv_count(float n) {
   return n > 0.0f ? A(1) / static_cast<A>(n) : A(0);
 }
 
-// One block per chunk row j. Pass 1 (one read of the row): the online max / sum-exp for lse and Σ_{P11} x for
-// the reference. Pass 2: the three masked sums, which need lse and r; it reads the label arrays (O(B), shared
-// by every row, so they stay in L2) and loads again only the logits of the row's P11 ∪ P10 members.
+// One block per chunk row. Pass 1 (one read of the row): the online max / sum-exp over D for lse, and over
+// P11 the double sums for ρ and lb. Pass 2: the P10 sums, which need lse and ρ; it reads the label arrays
+// (O(B), shared by every row, so they stay in L2) and loads again only the logits of the row's P10 members.
 template <typename A>
 __global__ void __launch_bounds__(kRowThreads) soft_pu_fwd_kernel(
-    const A* __restrict__ dots, const std::int32_t* __restrict__ cls, const std::uint8_t* __restrict__ labeled,
-    const float* __restrict__ n11, const float* __restrict__ n10, A* __restrict__ lb,
-    A* __restrict__ ulb, A* __restrict__ lse_out, A* __restrict__ ref_out, A* __restrict__ a_ulb, std::int64_t cols,
-    std::int64_t ld, std::int64_t first_row, A inv_tau, A inv_two_sigma_sq, bool phi_space) {
-  const std::int64_t j = blockIdx.x;
-  const std::int64_t anchor = first_row + j;
-  const A* row = dots + j * ld;
-  const std::int32_t cls_j = cls[anchor];
-  const bool lab_j = labeled[anchor] != 0;
-  const float n11_j = n11[anchor];
-  // P11(J) is non-empty only for a labeled anchor (it then holds J itself).
-  const bool has_p11 = lab_j && n11_j > 0.0f;
+    const A* __restrict__ dots, const SoftPUParams p, A* __restrict__ lb, A* __restrict__ ulb,
+    A* __restrict__ lse_out, double* __restrict__ ref_out, A* __restrict__ a_ulb, std::int64_t cols, std::int64_t ld,
+    std::int64_t first_anchor) {
+  const std::int64_t i = blockIdx.x;
+  const Row r = Row::of(p, first_anchor + i, cols);
+  const A* row = dots + i * ld;
+  const A inv_tau = static_cast<A>(p.inv_tau);
+  const bool has_p11 = r.n11 > 0.0f;  // uniform over the block, so the barriers below are safe
 
   MaxSum<A> ms{-std::numeric_limits<A>::infinity(), A(0)};
-  A x11[1] = {A(0)};
+  MaxSum<double> ms11{-std::numeric_limits<double>::infinity(), 0.0};  // "phi": Σ_{P11} e^ℓ, max-shifted
+  double s11[1] = {0.0};                                                // Σ_{P11} ℓ
   for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
+    if (r.skips(k)) continue;
     const A l = row[k] * inv_tau;
     push(ms, l);
-    if (has_p11 && labeled[k] != 0 && cls[k] == cls_j) x11[0] += phi_space ? acc_exp(l) : l;
-  }
-  ms = block_merge(ms);
-  const A lse = ms.max + acc_log(ms.sum);
-  A r;
-  if (has_p11) {  // uniform over the block, so the barriers inside block_sum are safe
-    block_sum(x11);
-    r = x11[0] / static_cast<A>(n11_j);
-  } else {
-    const A l_diag = row[anchor] * inv_tau;
-    r = phi_space ? acc_exp(l_diag) : l_diag;
-  }
-
-  // acc = {Σ_{P11} (lse - ℓ), Σ_{P10} w (lse - ℓ), Σ_{P10} w}
-  A acc[3] = {A(0), A(0), A(0)};
-  for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
-    const bool both = lab_j && labeled[k] != 0;
-    const bool same = cls[k] == cls_j;
-    // P11 when both are labeled, P10 otherwise; the two sets are disjoint.
-    const bool in_set = both ? same : (k == anchor || (cls_j >= 0 && same));
-    if (!in_set) continue;
-    const A l = row[k] * inv_tau;
-    const A nll = lse - l;
-    if (both) {
-      acc[0] += nll;
-    } else {
-      const A w = rbf_weight(l, r, inv_two_sigma_sq, phi_space);
-      acc[1] += w * nll;
-      acc[2] += w;
+    if (has_p11 && r.in_p11(p, k)) {
+      s11[0] += static_cast<double>(l);
+      if (p.phi) push(ms11, static_cast<double>(l));
     }
+  }
+  const A lse = log_sum(block_merge(ms));
+  double rho;
+  if (has_p11) {
+    block_sum(s11);
+    rho = p.phi ? log_sum(block_merge(ms11)) - log(static_cast<double>(r.n11)) : s11[0] / r.n11;
+  } else {
+    rho = r.partner >= 0 ? static_cast<double>(row[r.partner] * inv_tau) : 0.0;
+  }
+  const Ref<A> ref = Ref<A>::of(rho);
+
+  A acc[2] = {A(0), A(0)};  // Σ_{P10} w (lse - ℓ), Σ_{P10} w
+  for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
+    if (r.skips(k) || !r.in_p10(p, k)) continue;
+    const A l = row[k] * inv_tau;
+    const A w = r.fallback_pair(k) ? A(1) : rbf_weight(p, l, ref);
+    acc[0] += w * (lse - l);
+    acc[1] += w;
   }
   block_sum(acc);
   if (threadIdx.x == 0) {
-    const A inv_n10 = inv_count<A>(n10[anchor]);
-    lb[j] = acc[0] * inv_count<A>(n11_j);
-    ulb[j] = acc[1] * inv_n10;
-    a_ulb[j] = acc[2] * inv_n10;
-    lse_out[j] = lse;
-    ref_out[j] = r;
+    const A inv_n10 = inv_count<A>(r.n10);
+    lb[i] = has_p11 ? static_cast<A>(static_cast<double>(lse) - s11[0] / r.n11) : A(0);
+    ulb[i] = acc[0] * inv_n10;
+    a_ulb[i] = acc[1] * inv_n10;
+    lse_out[i] = lse;
+    ref_out[i] = rho;
   }
 }
 
-// One block per chunk row j, one read and one write of the row: G/τ in place of the dot products.
+// One block per chunk row, one read and one write of the row: G/τ in place of the dot products, and the
+// row's share of ∂L/∂τ when grad_temperature is not null.
 template <typename A>
 __global__ void __launch_bounds__(kRowThreads) soft_pu_bwd_kernel(
-    A* __restrict__ dots, const std::int32_t* __restrict__ cls, const std::uint8_t* __restrict__ labeled,
-    const float* __restrict__ n11, const float* __restrict__ n10, const A* __restrict__ lse,
-    const A* __restrict__ ref, const A* __restrict__ a_ulb, const A* __restrict__ grad_lb,
-    const A* __restrict__ grad_ulb, std::int64_t cols, std::int64_t ld, std::int64_t first_row, A inv_tau,
-    A inv_two_sigma_sq, bool phi_space) {
-  const std::int64_t j = blockIdx.x;
-  const std::int64_t anchor = first_row + j;
-  A* row = dots + j * ld;
-  const std::int32_t cls_j = cls[anchor];
-  const bool lab_j = labeled[anchor] != 0;
-  const bool has_p11 = n11[anchor] > 0.0f;
-  const A lse_j = lse[j];
-  const A r = ref[j];
-  const A g11 = grad_lb[j];
-  const A g10 = grad_ulb[j];
+    A* __restrict__ dots, const SoftPUParams p, const A* __restrict__ lse, const double* __restrict__ ref,
+    const A* __restrict__ a_ulb, const A* __restrict__ grad_lb, const A* __restrict__ grad_ulb,
+    A* __restrict__ grad_temperature, std::int64_t cols, std::int64_t ld, std::int64_t first_anchor) {
+  const std::int64_t i = blockIdx.x;
+  const Row r = Row::of(p, first_anchor + i, cols);
+  A* row = dots + i * ld;
+  const A inv_tau = static_cast<A>(p.inv_tau);
+  const A lse_j = lse[i];
+  const Ref<A> rho = Ref<A>::of(ref[i]);
+  const A g11 = grad_lb[i];
+  const A g10 = grad_ulb[i];
   // Coefficient of p: g11·A11 + g10·A10; an empty P11 contributes nothing (lb is the constant 0 there).
-  const A coef_p = (has_p11 ? g11 : A(0)) + g10 * a_ulb[j];
-  const A g11_a11 = g11 * inv_count<A>(n11[anchor]);
-  const A g10_inv_n10 = g10 * inv_count<A>(n10[anchor]);
+  const A coef_p = (r.n11 > 0.0f ? g11 : A(0)) + g10 * a_ulb[i];
+  const A c11 = g11 * inv_count<A>(r.n11);
+  const A c10 = g10 * inv_count<A>(r.n10);
+  // For ∂L/∂τ: Σ_D e (ℓ - lse), Σ_D e (e = exp(ℓ - lse)) and Σ_{P11 ∪ P10} c (ℓ - lse) of the sparse terms.
+  A tau[3] = {A(0), A(0), A(0)};
   for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
-    const A l = row[k] * inv_tau;
-    A g = coef_p * acc_exp(l - lse_j);
-    const bool both = lab_j && labeled[k] != 0;
-    const bool same = cls[k] == cls_j;
-    if (both) {
-      if (same) g -= g11_a11;
-    } else if (k == anchor || (cls_j >= 0 && same)) {
-      g -= g10_inv_n10 * rbf_weight(l, r, inv_two_sigma_sq, phi_space);
+    if (r.skips(k)) {  // off D: p = 0, and in no set (an empty D has only this k, and CP = 0)
+      row[k] = A(0);
+      continue;
     }
-    row[k] = g * inv_tau;
+    const A l = row[k] * inv_tau;
+    const A t = l - lse_j;
+    const A e = acc_exp(t);
+    A c = A(0);
+    if (r.in_p11(p, k)) {
+      c = c11;
+    } else if (r.in_p10(p, k)) {
+      c = c10 * (r.fallback_pair(k) ? A(1) : rbf_weight(p, l, rho));
+    }
+    tau[0] += e * t;
+    tau[1] += e;
+    tau[2] += c * t;
+    row[k] = (coef_p * e - c) * inv_tau;
+  }
+  if (grad_temperature != nullptr) {  // uniform over the block
+    block_sum(tau);
+    // The stored lse is off its exact value by a rounding r: every e is off by the factor e^{-r} and every
+    // ℓ - lse by -r. Normalizing the dense sum by Σ e removes the first, and the second cancels against the
+    // sparse sum, whose coefficients add up to CP: the share is then exact to first order in r.
+    if (threadIdx.x == 0) grad_temperature[i] = -inv_tau * (coef_p * (tau[0] / tau[1]) - tau[2]);
   }
 }
 
 template <typename A>
-int soft_pu_fwd(const void* dots, const std::int32_t* cls, const std::uint8_t* labeled, const float* n11,
-                const float* n10, void* lb, void* ulb, void* lse, void* ref, void* a_ulb,
-                std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_row, double inv_tau,
-                double inv_two_sigma_sq, bool phi_space, cudaStream_t stream) {
+int soft_pu_fwd(const SoftPUParams& params, const void* dots, void* lb, void* ulb, void* lse, double* ref,
+                void* a_ulb, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_anchor,
+                cudaStream_t stream) {
   soft_pu_fwd_kernel<A><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-      static_cast<const A*>(dots), cls, labeled, n11, n10, static_cast<A*>(lb), static_cast<A*>(ulb),
-      static_cast<A*>(lse), static_cast<A*>(ref), static_cast<A*>(a_ulb), cols, ld, first_row, static_cast<A>(inv_tau),
-      static_cast<A>(inv_two_sigma_sq), phi_space);
+      static_cast<const A*>(dots), params, static_cast<A*>(lb), static_cast<A*>(ulb), static_cast<A*>(lse), ref,
+      static_cast<A*>(a_ulb), cols, ld, first_anchor);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <typename A>
-int soft_pu_bwd(void* dots, const std::int32_t* cls, const std::uint8_t* labeled, const float* n11, const float* n10,
-                const void* lse, const void* ref, const void* a_ulb, const void* grad_lb, const void* grad_ulb,
-                std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_row, double inv_tau,
-                double inv_two_sigma_sq, bool phi_space, cudaStream_t stream) {
+int soft_pu_bwd(const SoftPUParams& params, void* dots, const void* lse, const double* ref, const void* a_ulb,
+                const void* grad_lb, const void* grad_ulb, void* grad_temperature, std::int64_t rows,
+                std::int64_t cols, std::int64_t ld, std::int64_t first_anchor, cudaStream_t stream) {
   soft_pu_bwd_kernel<A><<<static_cast<unsigned>(rows), kRowThreads, 0, stream>>>(
-      static_cast<A*>(dots), cls, labeled, n11, n10, static_cast<const A*>(lse), static_cast<const A*>(ref),
-      static_cast<const A*>(a_ulb), static_cast<const A*>(grad_lb), static_cast<const A*>(grad_ulb), cols, ld,
-      first_row, static_cast<A>(inv_tau), static_cast<A>(inv_two_sigma_sq), phi_space);
+      static_cast<A*>(dots), params, static_cast<const A*>(lse), ref, static_cast<const A*>(a_ulb),
+      static_cast<const A*>(grad_lb), static_cast<const A*>(grad_ulb), static_cast<A*>(grad_temperature), cols, ld,
+      first_anchor);
   return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace
 
-int launch_soft_pu_fwd(const void* dots, const std::int32_t* cls, const std::uint8_t* labeled, const float* n11,
-                       const float* n10, void* lb, void* ulb, void* lse, void* ref, void* a_ulb,
-                       std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_row,
-                       double inv_tau, double inv_two_sigma_sq, bool phi_space, DType dtype, cudaStream_t stream) {
+int launch_soft_pu_fwd(const SoftPUParams& params, const void* dots, void* lb, void* ulb, void* lse, double* ref,
+                       void* a_ulb, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_anchor,
+                       DType dtype, cudaStream_t stream) {
   if (rows <= 0) return static_cast<int>(cudaSuccess);
   if (rows > std::numeric_limits<int>::max()) return static_cast<int>(cudaErrorInvalidConfiguration);
   switch (dtype) {
     case DType::f32:
-      return soft_pu_fwd<float>(dots, cls, labeled, n11, n10, lb, ulb, lse, ref, a_ulb, rows, cols, ld,
-                                first_row, inv_tau, inv_two_sigma_sq, phi_space, stream);
+      return soft_pu_fwd<float>(params, dots, lb, ulb, lse, ref, a_ulb, rows, cols, ld, first_anchor, stream);
     case DType::f64:
-      return soft_pu_fwd<double>(dots, cls, labeled, n11, n10, lb, ulb, lse, ref, a_ulb, rows, cols, ld,
-                                 first_row, inv_tau, inv_two_sigma_sq, phi_space, stream);
+      return soft_pu_fwd<double>(params, dots, lb, ulb, lse, ref, a_ulb, rows, cols, ld, first_anchor, stream);
     default:
       return static_cast<int>(cudaErrorInvalidValue);
   }
 }
 
-int launch_soft_pu_bwd(void* dots, const std::int32_t* cls, const std::uint8_t* labeled, const float* n11,
-                       const float* n10, const void* lse, const void* ref, const void* a_ulb, const void* grad_lb,
-                       const void* grad_ulb, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                       std::int64_t first_row, double inv_tau, double inv_two_sigma_sq, bool phi_space, DType dtype,
+int launch_soft_pu_bwd(const SoftPUParams& params, void* dots, const void* lse, const double* ref,
+                       const void* a_ulb, const void* grad_lb, const void* grad_ulb, void* grad_temperature,
+                       std::int64_t rows, std::int64_t cols, std::int64_t ld, std::int64_t first_anchor, DType dtype,
                        cudaStream_t stream) {
   if (rows <= 0) return static_cast<int>(cudaSuccess);
   if (rows > std::numeric_limits<int>::max()) return static_cast<int>(cudaErrorInvalidConfiguration);
   switch (dtype) {
     case DType::f32:
-      return soft_pu_bwd<float>(dots, cls, labeled, n11, n10, lse, ref, a_ulb, grad_lb, grad_ulb, rows, cols, ld,
-                                first_row, inv_tau, inv_two_sigma_sq, phi_space, stream);
+      return soft_pu_bwd<float>(params, dots, lse, ref, a_ulb, grad_lb, grad_ulb, grad_temperature, rows, cols, ld,
+                                first_anchor, stream);
     case DType::f64:
-      return soft_pu_bwd<double>(dots, cls, labeled, n11, n10, lse, ref, a_ulb, grad_lb, grad_ulb, rows, cols, ld,
-                                 first_row, inv_tau, inv_two_sigma_sq, phi_space, stream);
+      return soft_pu_bwd<double>(params, dots, lse, ref, a_ulb, grad_lb, grad_ulb, grad_temperature, rows, cols,
+                                 ld, first_anchor, stream);
     default:
       return static_cast<int>(cudaErrorInvalidValue);
   }

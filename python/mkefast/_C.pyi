@@ -1,26 +1,50 @@
-"""Type stubs of mkefast._C, the C++/OpenMP CPU kernels. Pointers are `tensor.data_ptr()` integers;
-Python allocates every buffer (see mkefast.backends.cpu)."""
+"""Type stubs of mkefast._C, the C++/OpenMP CPU kernels. Pointers are `tensor.data_ptr()` integers (0: not
+needed); every argument is keyword-only; Python allocates every buffer (see mkefast.backends.cpu)."""
 
 from typing import Any
 
 def build_info() -> dict[str, Any]:
     """openmp, openmp_version, max_threads, compiler."""
 
+class SoftPUParams:
+    """Targets (pointers to the SoftPUTargets arrays) and options of one direction of the soft-PU op; built by
+    `mkefast.backends._chunked.soft_pu_params`. The arrays must outlive every launch that reads it."""
+
+    diag_offset: int
+    exclude_diagonal: bool
+    inv_tau: float
+    inv_sigma: float
+    log_sigma: float
+    rbf: bool
+    phi: bool
+
+    def __init__(
+        self,
+        *,
+        cls: int,
+        labeled: int,
+        anchor_cls: int,
+        anchor_labeled: int,
+        n11: int,
+        n10: int,
+        diag_offset: int,
+        exclude_diagonal: bool,
+        inv_tau: float,
+        inv_sigma: float,
+        log_sigma: float,
+        rbf: bool,
+        phi: bool,
+    ) -> None: ...
+
 def soft_pu_fwd_f32(
+    *,
+    params: SoftPUParams,
     dots: int,
     rows: int,
-    b: int,
-    first_row: int,
-    cls: int,
-    labeled: int,
-    n11: int,
-    n10: int,
+    cols: int,
+    first_anchor: int,
     class_members: int,
     class_begin: int,
-    inv_tau: float,
-    inv_two_sigma_sq: float,
-    rbf: bool,
-    phi: bool,
     lb: int,
     ulb: int,
     lse: int,
@@ -28,39 +52,35 @@ def soft_pu_fwd_f32(
     a_ulb: int,
     num_threads: int,
 ) -> None:
-    """Fused pass over a [rows, b] chunk of raw dot products; writes the [rows] statistics."""
+    """Forward epilogue over a [rows, cols] chunk of raw dot products; writes the [rows] statistics."""
 
 def soft_pu_bwd_f32(
+    *,
+    params: SoftPUParams,
     dots: int,
     rows: int,
-    b: int,
-    first_row: int,
-    cls: int,
-    labeled: int,
-    n11: int,
-    n10: int,
+    cols: int,
+    first_anchor: int,
     class_members: int,
     class_begin: int,
-    inv_tau: float,
-    inv_two_sigma_sq: float,
-    rbf: bool,
-    phi: bool,
+    max_class_size: int,
     lse: int,
     ref: int,
     a_ulb: int,
     grad_lb: int,
     grad_ulb: int,
-    max_class_size: int,
+    grad_temperature: int,
     num_threads: int,
 ) -> None:
-    """Overwrites the [rows, b] chunk of raw dot products with G / tau."""
+    """Overwrites the [rows, cols] chunk of raw dot products with G / tau (and the rows' shares of dL/dtau)."""
 
 def cosine_rec_fwd_f32(
-    a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int
+    *, a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int
 ) -> None:
     """Per-row 1 - cos^2 of [n, d] rows into loss [n]."""
 
 def cosine_rec_bwd_f32(
+    *,
     a: int,
     b: int,
     grad_loss: int,
@@ -75,20 +95,14 @@ def cosine_rec_bwd_f32(
     """Both gradients in one pass; grad_a / grad_b may be 0 (not needed)."""
 
 def soft_pu_fwd_f64(
+    *,
+    params: SoftPUParams,
     dots: int,
     rows: int,
-    b: int,
-    first_row: int,
-    cls: int,
-    labeled: int,
-    n11: int,
-    n10: int,
+    cols: int,
+    first_anchor: int,
     class_members: int,
     class_begin: int,
-    inv_tau: float,
-    inv_two_sigma_sq: float,
-    rbf: bool,
-    phi: bool,
     lb: int,
     ulb: int,
     lse: int,
@@ -96,39 +110,35 @@ def soft_pu_fwd_f64(
     a_ulb: int,
     num_threads: int,
 ) -> None:
-    """Fused pass over a [rows, b] chunk of raw dot products; writes the [rows] statistics."""
+    """Forward epilogue over a [rows, cols] chunk of raw dot products; writes the [rows] statistics."""
 
 def soft_pu_bwd_f64(
+    *,
+    params: SoftPUParams,
     dots: int,
     rows: int,
-    b: int,
-    first_row: int,
-    cls: int,
-    labeled: int,
-    n11: int,
-    n10: int,
+    cols: int,
+    first_anchor: int,
     class_members: int,
     class_begin: int,
-    inv_tau: float,
-    inv_two_sigma_sq: float,
-    rbf: bool,
-    phi: bool,
+    max_class_size: int,
     lse: int,
     ref: int,
     a_ulb: int,
     grad_lb: int,
     grad_ulb: int,
-    max_class_size: int,
+    grad_temperature: int,
     num_threads: int,
 ) -> None:
-    """Overwrites the [rows, b] chunk of raw dot products with G / tau."""
+    """Overwrites the [rows, cols] chunk of raw dot products with G / tau (and the rows' shares of dL/dtau)."""
 
 def cosine_rec_fwd_f64(
-    a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int
+    *, a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int
 ) -> None:
     """Per-row 1 - cos^2 of [n, d] rows into loss [n]."""
 
 def cosine_rec_bwd_f64(
+    *,
     a: int,
     b: int,
     grad_loss: int,

@@ -18,7 +18,7 @@ float64.
 
 from __future__ import annotations
 
-import functools
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -26,8 +26,15 @@ import torch
 from torch import Tensor
 
 from mkefast._build import cpu_module
-from mkefast.backends._chunked import chunk_rows_for, kernel_targets, soft_pu_bwd_chunked, soft_pu_fwd_chunked
-from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets
+from mkefast.backends._chunked import (
+    chunk_rows_for,
+    kernel_targets,
+    pointers,
+    soft_pu_bwd_chunked,
+    soft_pu_fwd_chunked,
+    soft_pu_params,
+)
+from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype
 
 __all__ = [
     "DEFAULT_CHUNK_MB",
@@ -54,11 +61,6 @@ def unsupported_reason(op: str, device: torch.device, dtype: torch.dtype) -> str
     return None
 
 
-def _compute(t: Tensor) -> Tensor:
-    """Low-precision inputs are computed in float32 (the kernels exist for float32 and float64)."""
-    return t if t.dtype in _SUFFIX else t.float()
-
-
 def _kernel(name: str, dtype: torch.dtype) -> Any:
     return getattr(cpu_module(), f"{name}_{_SUFFIX[dtype]}")
 
@@ -67,28 +69,27 @@ def chunk_rows(num_rows: int, num_cols: int, dtype: torch.dtype) -> int:
     """Anchor rows per chunk: as many `[num_cols]` rows of `dtype` as `MKEFAST_CPU_CHUNK_MB` MiB hold.
 
     Raises:
-        ValueError: `MKEFAST_CPU_CHUNK_MB` is set but is not a positive number.
+        ValueError: `MKEFAST_CPU_CHUNK_MB` is set but is not a positive finite number.
     """
     raw = os.environ.get("MKEFAST_CPU_CHUNK_MB", "").strip()
     try:
         budget = float(raw) if raw else DEFAULT_CHUNK_MB
     except ValueError:
-        raise ValueError(f"MKEFAST_CPU_CHUNK_MB: expected a positive number of MiB, got {raw!r}") from None
-    if not budget > 0:
-        raise ValueError(f"MKEFAST_CPU_CHUNK_MB: expected a positive number of MiB, got {raw!r}")
-    return chunk_rows_for(num_rows, num_cols, _acc(dtype), budget)
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+        budget = math.nan
+    if not (budget > 0 and math.isfinite(budget)):
+        raise ValueError(f"MKEFAST_CPU_CHUNK_MB: expected a positive finite number of MiB, got {raw!r}")
+    return chunk_rows_for(num_rows, num_cols, acc_dtype(dtype), budget)
 
 
 class _ClassIndex(NamedTuple):
     """Candidates grouped by class, so that the kernels visit only an anchor's own class for P11 / P10."""
 
-    members: Tensor  # [B] int32: candidate indices sorted by class (stable), those without a class first
+    members: Tensor  # [B_c] int32: candidate indices sorted by class (stable), those without a class first
     begin: Tensor  # [C + 1] int64: class c is members[begin[c]:begin[c + 1]] (a view into a [C + 2] buffer)
     max_size: int  # the largest class
+
+    def kwargs(self) -> dict[str, int]:
+        return {"class_members": self.members.data_ptr(), "class_begin": self.begin.data_ptr()}
 
 
 def _class_index(targets: SoftPUTargets) -> _ClassIndex:
@@ -101,89 +102,91 @@ def _class_index(targets: SoftPUTargets) -> _ClassIndex:
     return _ClassIndex(members, bounds[1:], max_size)
 
 
-def _target_args(targets: SoftPUTargets, index: _ClassIndex, options: SoftPUOptions) -> tuple[object, ...]:
-    """The label arrays and options as the kernels take them (pointers, then scalars)."""
-    return (
-        targets.cls.data_ptr(), targets.labeled.data_ptr(), targets.n11.data_ptr(), targets.n10.data_ptr(),
-        index.members.data_ptr(), index.begin.data_ptr(), 1.0 / options.temperature, options.inv_two_sigma_sq,
-        options.rbf_enabled, options.rbf_space == "phi",
-    )
+def soft_pu_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
+    """One direction's forward (the backend contract of `mkefast.backends`).
 
+    Args:
+        anchors: `[B_a, d]`.
+        candidates: `[M, B_c, d]`.
 
-def _fwd_epilogue(
-    index: _ClassIndex, dots: Tensor, first_row: int, targets: SoftPUTargets, options: SoftPUOptions,
-    out: SoftPUStats,
-) -> None:
-    rows, b = dots.shape
-    _kernel("soft_pu_fwd", dots.dtype)(
-        dots.data_ptr(), rows, b, first_row, *_target_args(targets, index, options),
-        *(t.data_ptr() for t in out), torch.get_num_threads(),
-    )
-
-
-def _bwd_epilogue(
-    index: _ClassIndex, dots: Tensor, first_row: int, targets: SoftPUTargets, options: SoftPUOptions,
-    stats: SoftPUStats, grad_lb: Tensor, grad_ulb: Tensor,
-) -> None:
-    rows, b = dots.shape
-    _kernel("soft_pu_bwd", dots.dtype)(
-        dots.data_ptr(), rows, b, first_row, *_target_args(targets, index, options),
-        stats.lse.data_ptr(), stats.ref.data_ptr(), stats.a_ulb.data_ptr(), grad_lb.data_ptr(),
-        grad_ulb.data_ptr(), index.max_size, torch.get_num_threads(),
-    )
-
-
-def soft_pu_fwd(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
-    """Forward of the soft-PU loss. fused `[B_a, d]`, unimodal `[M, B, d]`; returns `[M, B_a]` statistics."""
+    Returns:
+        `SoftPUStats`, each `[M, B_a]` (ref float64, the others float32, or float64 for float64 inputs).
+    """
     targets = kernel_targets(targets)
     index = _class_index(targets)
-    rows = chunk_rows(fused.shape[0], unimodal.shape[1], fused.dtype)
-    return soft_pu_fwd_chunked(fused, unimodal, targets, options, functools.partial(_fwd_epilogue, index), rows)
+    params = soft_pu_params(cpu_module(), targets, options)
+
+    def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats) -> None:
+        _kernel("soft_pu_fwd", dots.dtype)(
+            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], first_anchor=first_anchor,
+            **index.kwargs(), **pointers(out._asdict()), num_threads=torch.get_num_threads(),
+        )
+
+    rows = chunk_rows(anchors.shape[0], candidates.shape[1], anchors.dtype)
+    return soft_pu_fwd_chunked(anchors, candidates, epilogue, rows)
 
 
 def soft_pu_bwd(
-    fused: Tensor,
-    unimodal: Tensor,
+    anchors: Tensor,
+    candidates: Tensor,
     targets: SoftPUTargets,
     options: SoftPUOptions,
     stats: SoftPUStats,
     grad_lb: Tensor,
     grad_ulb: Tensor,
-    needs_fused: bool,
-    needs_unimodal: bool,
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of Σ grad_lb·lb + grad_ulb·ulb (grad_lb, grad_ulb `[M, B_a]`), in the accumulation dtype."""
+    needs_anchors: bool,
+    needs_candidates: bool,
+    needs_temperature: bool,
+) -> SoftPUGrads:
+    """Gradients of Σ grad_lb·lb + grad_ulb·ulb (grad_lb, grad_ulb `[M, B_a]`) in the accumulation dtype:
+    anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature `[M, B_a]` (summing to ∂L/∂τ)."""
     targets = kernel_targets(targets)
     index = _class_index(targets)
-    acc = _acc(fused.dtype)
-    stats = SoftPUStats(*(t.to(acc).contiguous() for t in stats))
-    rows = chunk_rows(fused.shape[0], unimodal.shape[1], fused.dtype)
-    return soft_pu_bwd_chunked(fused, unimodal, targets, options, stats, grad_lb, grad_ulb, needs_fused,
-                               needs_unimodal, functools.partial(_bwd_epilogue, index), rows)
+    params = soft_pu_params(cpu_module(), targets, options)
+
+    def epilogue(dots: Tensor, first_anchor: int, rows_stats: SoftPUStats, g_lb: Tensor, g_ulb: Tensor,
+                 g_tau: Tensor | None) -> None:
+        _kernel("soft_pu_bwd", dots.dtype)(
+            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], first_anchor=first_anchor,
+            **index.kwargs(), max_class_size=index.max_size,
+            **pointers({"lse": rows_stats.lse, "ref": rows_stats.ref, "a_ulb": rows_stats.a_ulb, "grad_lb": g_lb,
+                        "grad_ulb": g_ulb, "grad_temperature": g_tau}),
+            num_threads=torch.get_num_threads(),
+        )
+
+    rows = chunk_rows(anchors.shape[0], candidates.shape[1], anchors.dtype)
+    return soft_pu_bwd_chunked(anchors, candidates, stats, grad_lb, grad_ulb, needs_anchors, needs_candidates,
+                               needs_temperature, epilogue, rows)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """`[..., d]` as contiguous `[N, d]` rows in the accumulation dtype (the kernels exist for float32 and
+    float64; low-precision inputs are computed in float32)."""
+    return t.to(acc_dtype(t.dtype)).reshape(-1, t.shape[-1]).contiguous()
 
 
 def cosine_rec_fwd(reconstruction: Tensor, target: Tensor) -> Tensor:
-    """Per-row `1 - cos²` of `[N, d]` inputs; `[N]` in float32 (float64 for float64 inputs)."""
-    a, b = _compute(reconstruction).contiguous(), _compute(target).contiguous()
+    """Per-row `1 - cos²` of `[..., d]` inputs; `[...]` in float32 (float64 for float64 inputs)."""
+    a, b = _rows(reconstruction), _rows(target)
     n, d = a.shape
     loss = torch.empty(n, dtype=a.dtype)
-    _kernel("cosine_rec_fwd", a.dtype)(a.data_ptr(), b.data_ptr(), loss.data_ptr(), n, d, d, d,
-                                       torch.get_num_threads())
-    return loss
+    _kernel("cosine_rec_fwd", a.dtype)(a=a.data_ptr(), b=b.data_ptr(), loss=loss.data_ptr(), n=n, d=d, stride_a=d,
+                                       stride_b=d, num_threads=torch.get_num_threads())
+    return loss.view(reconstruction.shape[:-1])
 
 
 def cosine_rec_bwd(
-    reconstruction: Tensor, target: Tensor, grad_loss: Tensor, needs_reconstruction: bool, needs_target: bool
+    reconstruction: Tensor, target: Tensor, grad_rows: Tensor, needs_reconstruction: bool, needs_target: bool
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Both gradients in one fused pass; grad_loss `[N]`."""
-    a, b = _compute(reconstruction).contiguous(), _compute(target).contiguous()
+    """Both gradients in one fused pass, `[..., d]` in the accumulation dtype; grad_rows `[...]`."""
+    a, b = _rows(reconstruction), _rows(target)
     n, d = a.shape
-    g = grad_loss.to(a.dtype).contiguous()
+    g = grad_rows.reshape(n).to(a.dtype).contiguous()
     grad_a = torch.empty_like(a) if needs_reconstruction else None
     grad_b = torch.empty_like(b) if needs_target else None
     _kernel("cosine_rec_bwd", a.dtype)(
-        a.data_ptr(), b.data_ptr(), g.data_ptr(),
-        grad_a.data_ptr() if grad_a is not None else 0, grad_b.data_ptr() if grad_b is not None else 0,
-        n, d, d, d, torch.get_num_threads(),
+        a=a.data_ptr(), b=b.data_ptr(), grad_loss=g.data_ptr(), **pointers({"grad_a": grad_a, "grad_b": grad_b}),
+        n=n, d=d, stride_a=d, stride_b=d, num_threads=torch.get_num_threads(),
     )
-    return grad_a, grad_b
+    shape = reconstruction.shape
+    return (None if grad_a is None else grad_a.view(shape)), (None if grad_b is None else grad_b.view(shape))

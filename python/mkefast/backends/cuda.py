@@ -28,15 +28,22 @@ import torch
 from torch import Tensor
 
 from mkefast._build import backend_unavailable_reason, cuda_module
-from mkefast.backends._chunked import chunk_rows_for, kernel_targets, soft_pu_bwd_chunked, soft_pu_fwd_chunked
-from mkefast.ops._common import SoftPUOptions, SoftPUStats, SoftPUTargets
+from mkefast.backends._chunked import (
+    chunk_rows_for,
+    kernel_targets,
+    pointers,
+    soft_pu_bwd_chunked,
+    soft_pu_fwd_chunked,
+    soft_pu_params,
+)
+from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype
 
 __all__ = ["cosine_rec_bwd", "cosine_rec_fwd", "soft_pu_bwd", "soft_pu_fwd", "unsupported_reason"]
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16", torch.bfloat16: "bf16"}
 
-# Size of the reused [C, B] chunk of logits, in MiB: large enough that a chunk's GEMM fills the GPU
-# (2048 rows at B = 65536 in float32), small next to the O(B·d) inputs of a large batch.
+# Size of the reused [C, B_c] chunk of logits, in MiB: large enough that a chunk's GEMM fills the GPU
+# (2048 rows at B_c = 65536 in float32), small next to the O(B·d) inputs of a large batch.
 CHUNK_BUDGET_MB = 512.0
 
 
@@ -55,92 +62,99 @@ def _lib() -> ModuleType:
     return lib
 
 
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _where(t: Tensor) -> tuple[int, int]:
+def _where(t: Tensor) -> dict[str, int]:
     """The device index and current stream handle that every launch takes."""
-    return t.device.index, torch.cuda.current_stream(t.device).cuda_stream
+    return {"device": t.device.index, "stream": torch.cuda.current_stream(t.device).cuda_stream}
 
 
-def _fwd_epilogue(
-    dots: Tensor, first_row: int, targets: SoftPUTargets, options: SoftPUOptions, out: SoftPUStats
-) -> None:
-    """`soft_pu_fwd_kernel` on one `[C, B]` chunk of dot products; writes the five `[C]` views of `out`."""
-    device, stream = _where(dots)
-    getattr(_lib(), f"soft_pu_fwd_{_SUFFIX[dots.dtype]}")(
-        dots.data_ptr(), targets.cls.data_ptr(), targets.labeled.data_ptr(), targets.n11.data_ptr(),
-        targets.n10.data_ptr(), out.lb.data_ptr(), out.ulb.data_ptr(), out.lse.data_ptr(), out.ref.data_ptr(),
-        out.a_ulb.data_ptr(), dots.shape[0], dots.shape[1], dots.stride(0), first_row, 1.0 / options.temperature,
-        options.inv_two_sigma_sq, options.rbf_space == "phi", device, stream,
-    )
+def _chunk_rows(anchors: Tensor, candidates: Tensor) -> int:
+    return chunk_rows_for(anchors.shape[0], candidates.shape[1], acc_dtype(anchors.dtype), CHUNK_BUDGET_MB)
 
 
-def _bwd_epilogue(
-    dots: Tensor, first_row: int, targets: SoftPUTargets, options: SoftPUOptions, stats: SoftPUStats,
-    grad_lb: Tensor, grad_ulb: Tensor,
-) -> None:
-    """`soft_pu_bwd_kernel` on one `[C, B]` chunk: overwrites the dot products with ∂L/∂dots = G/τ."""
-    device, stream = _where(dots)
-    getattr(_lib(), f"soft_pu_bwd_{_SUFFIX[dots.dtype]}")(
-        dots.data_ptr(), targets.cls.data_ptr(), targets.labeled.data_ptr(), targets.n11.data_ptr(),
-        targets.n10.data_ptr(), stats.lse.data_ptr(), stats.ref.data_ptr(), stats.a_ulb.data_ptr(),
-        grad_lb.data_ptr(), grad_ulb.data_ptr(), dots.shape[0], dots.shape[1], dots.stride(0), first_row,
-        1.0 / options.temperature, options.inv_two_sigma_sq, options.rbf_space == "phi", device, stream,
-    )
+def soft_pu_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
+    """One direction's forward (the backend contract of `mkefast.backends`): `soft_pu_fwd_kernel` on every
+    `[C, B_c]` chunk of dot products.
 
+    Args:
+        anchors: `[B_a, d]`.
+        candidates: `[M, B_c, d]`.
 
-def _chunk_rows(fused: Tensor, unimodal: Tensor) -> int:
-    return chunk_rows_for(fused.shape[0], unimodal.shape[1], _acc(fused.dtype), CHUNK_BUDGET_MB)
+    Returns:
+        `SoftPUStats`, each `[M, B_a]` (ref float64, the others float32, or float64 for float64 inputs).
+    """
+    lib = _lib()
+    targets = kernel_targets(targets)
+    params = soft_pu_params(lib, targets, options)
 
+    def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats) -> None:
+        getattr(lib, f"soft_pu_fwd_{_SUFFIX[dots.dtype]}")(
+            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], ld=dots.stride(0),
+            first_anchor=first_anchor, **pointers(out._asdict()), **_where(dots),
+        )
 
-def soft_pu_fwd(fused: Tensor, unimodal: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
-    """Forward of the soft-PU loss. fused `[B_a, d]`, unimodal `[M, B, d]`; returns `[M, B_a]` statistics."""
-    return soft_pu_fwd_chunked(fused, unimodal, kernel_targets(targets), options, _fwd_epilogue,
-                               _chunk_rows(fused, unimodal))
+    return soft_pu_fwd_chunked(anchors, candidates, epilogue, _chunk_rows(anchors, candidates))
 
 
 def soft_pu_bwd(
-    fused: Tensor,
-    unimodal: Tensor,
+    anchors: Tensor,
+    candidates: Tensor,
     targets: SoftPUTargets,
     options: SoftPUOptions,
     stats: SoftPUStats,
     grad_lb: Tensor,
     grad_ulb: Tensor,
-    needs_fused: bool,
-    needs_unimodal: bool,
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of Σ grad_lb·lb + grad_ulb·ulb: `[B_a, d]` and `[M, B, d]` in the accumulation dtype."""
-    acc = _acc(fused.dtype)
-    stats = SoftPUStats(*(t.to(acc).contiguous() for t in stats))
-    return soft_pu_bwd_chunked(fused, unimodal, kernel_targets(targets), options, stats, grad_lb, grad_ulb,
-                               needs_fused, needs_unimodal, _bwd_epilogue, _chunk_rows(fused, unimodal))
+    needs_anchors: bool,
+    needs_candidates: bool,
+    needs_temperature: bool,
+) -> SoftPUGrads:
+    """Gradients of Σ grad_lb·lb + grad_ulb·ulb in the accumulation dtype: anchors `[B_a, d]`, candidates
+    `[M, B_c, d]`, temperature `[M, B_a]` (summing to ∂L/∂τ); `soft_pu_bwd_kernel` turns each recomputed
+    chunk of dot products into ∂L/∂dots = G/τ."""
+    lib = _lib()
+    targets = kernel_targets(targets)
+    params = soft_pu_params(lib, targets, options)
+
+    def epilogue(dots: Tensor, first_anchor: int, rows_stats: SoftPUStats, g_lb: Tensor, g_ulb: Tensor,
+                 g_tau: Tensor | None) -> None:
+        getattr(lib, f"soft_pu_bwd_{_SUFFIX[dots.dtype]}")(
+            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], ld=dots.stride(0),
+            first_anchor=first_anchor,
+            **pointers({"lse": rows_stats.lse, "ref": rows_stats.ref, "a_ulb": rows_stats.a_ulb, "grad_lb": g_lb,
+                        "grad_ulb": g_ulb, "grad_temperature": g_tau}),
+            **_where(dots),
+        )
+
+    return soft_pu_bwd_chunked(anchors, candidates, stats, grad_lb, grad_ulb, needs_anchors, needs_candidates,
+                               needs_temperature, epilogue, _chunk_rows(anchors, candidates))
+
+
+def _rows(t: Tensor) -> Tensor:
+    """`[..., d]` as contiguous `[N, d]` rows (a view where the input is contiguous already)."""
+    return t.reshape(-1, t.shape[-1]).contiguous()
 
 
 def cosine_rec_fwd(reconstruction: Tensor, target: Tensor) -> Tensor:
-    """Per-row `1 - cos²` of `[N, d]` inputs; `[N]` in float32 (float64 for float64 inputs)."""
-    a, b = reconstruction.contiguous(), target.contiguous()
+    """Per-row `1 - cos²` of `[..., d]` inputs; `[...]` in float32 (float64 for float64 inputs)."""
+    a, b = _rows(reconstruction), _rows(target)
     n, d = a.shape
-    loss = torch.empty(n, dtype=_acc(a.dtype), device=a.device)
-    getattr(_lib(), f"cosine_rec_fwd_{_SUFFIX[a.dtype]}")(a.data_ptr(), b.data_ptr(), loss.data_ptr(), n, d,
-                                                          *_where(a))
-    return loss
+    loss = torch.empty(n, dtype=acc_dtype(a.dtype), device=a.device)
+    getattr(_lib(), f"cosine_rec_fwd_{_SUFFIX[a.dtype]}")(a=a.data_ptr(), b=b.data_ptr(), loss=loss.data_ptr(), n=n,
+                                                          d=d, **_where(a))
+    return loss.view(reconstruction.shape[:-1])
 
 
 def cosine_rec_bwd(
-    reconstruction: Tensor, target: Tensor, grad_loss: Tensor, needs_reconstruction: bool, needs_target: bool
+    reconstruction: Tensor, target: Tensor, grad_rows: Tensor, needs_reconstruction: bool, needs_target: bool
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Both gradients from one fused launch, `[N, d]` in the inputs' dtype; grad_loss `[N]`."""
-    a, b = reconstruction.contiguous(), target.contiguous()
+    """Both gradients from one fused launch, `[..., d]` in the inputs' dtype; grad_rows `[...]`."""
+    a, b = _rows(reconstruction), _rows(target)
     n, d = a.shape
-    g = grad_loss.to(_acc(a.dtype)).contiguous()
+    g = grad_rows.reshape(n).to(acc_dtype(a.dtype)).contiguous()
     grad_a = torch.empty_like(a) if needs_reconstruction else None
     grad_b = torch.empty_like(b) if needs_target else None
     getattr(_lib(), f"cosine_rec_bwd_{_SUFFIX[a.dtype]}")(
-        a.data_ptr(), b.data_ptr(), g.data_ptr(),
-        grad_a.data_ptr() if grad_a is not None else 0, grad_b.data_ptr() if grad_b is not None else 0,
-        n, d, *_where(a),
+        a=a.data_ptr(), b=b.data_ptr(), grad_loss=g.data_ptr(), **pointers({"grad_a": grad_a, "grad_b": grad_b}),
+        n=n, d=d, **_where(a),
     )
-    return grad_a, grad_b
+    shape = reconstruction.shape
+    return (None if grad_a is None else grad_a.view(shape)), (None if grad_b is None else grad_b.view(shape))
