@@ -15,7 +15,8 @@ namespace mkefast {
 inline void bind_soft_pu_params(pybind11::module_& m) {
   namespace py = pybind11;
   using std::uintptr_t;
-  py::class_<SoftPUParams>(m, "SoftPUParams",
+  // module_local: both modules bind the one C++ type, and pybind11 registers a global type only once.
+  py::class_<SoftPUParams>(m, "SoftPUParams", py::module_local(),
                            "Targets (pointers to the arrays of SoftPUTargets) and options (SoftPUOptions) of one "
                            "direction of the soft-PU op; the arrays must outlive every launch that reads it.")
       .def(py::init([](uintptr_t cls, uintptr_t labeled, uintptr_t anchor_cls, uintptr_t anchor_labeled,

@@ -22,7 +22,8 @@
 //   G_k = CP p_k − C11 [k∈P11] − C10 w_k [k∈P10],  CP = g11 [P11 ≠ ∅] + g10 a_ulb,  C11 = g11/|P11|,
 //   C10 = g10/|P10|; the kernel writes ∂L/∂dots_k = G_k / τ over the dots, ready for the two GEMMs of the
 //   driver, and, when asked, the row's share of ∂L/∂τ = −(1/τ) Σ_k G_k ℓ_k, summed as −(1/τ) Σ_k G_k (ℓ_k −
-//   lse): Σ_k G_k = 0, and the centred logits keep the sum free of the cancellation of large ℓ (small τ).
+//   lse): Σ_k G_k = 0, and the centred logits keep the sum free of the cancellation of large ℓ (small τ);
+//   the dense part is normalized by its own Σ_k p_k (see bwd_row).
 // The forward stores ρ in float64 and the backward reads it back, so both passes weigh every pair alike.
 // The sparse sums, the weights and the softmax normalizer are accumulated in double; the dense terms are
 // formed in T (float lanes keep the exp loops vectorized).
@@ -83,21 +84,48 @@ Anchor anchor_of(const SoftPUParams& p, const ClassIndex& ix, std::int64_t ancho
           c >= 0 ? ix.begin[c + 1] - ix.begin[c] : 0};
 }
 
-// w of a pair of logit l against the reference ρ (logit units), docs/math.md "Numerics".
-inline double rbf_weight(const SoftPUParams& p, double l, double ref) {
+// The reference ρ of a row (logit units) and, in "phi" space, e^ρ/σ and the window lo < l < hi of the
+// logits whose weight is not exactly 0: |e^l − e^ρ| < 45σ. Outside it ½((e^l − e^ρ)/σ)² > 1012 and
+// w = exp(−1012) is 0 in double, so the far pairs (most of a class once 1/τ is large) cost two comparisons.
+// The margin to the last non-zero weight (distance 38.6σ) absorbs the rounding of the bounds.
+struct Reference {
+  double rho, lo, hi;
+  double scaled;  // e^{ρ − log σ} (inf where it overflows)
+};
+
+Reference reference_window(const SoftPUParams& p, double rho) {
+  if (!(p.rbf && p.phi)) return {rho, -kInf, kInf, 0.0};
+  const double c = std::exp(std::log(45.0) + p.log_sigma - rho);  // 45σ / e^ρ, without forming e^ρ
+  // A NaN ρ leaves hi NaN: every comparison with it fails, and the weights stay NaN.
+  return {rho, c < 1.0 ? rho + std::log1p(-c) : -kInf, rho + std::log1p(c), std::exp(rho - p.log_sigma)};
+}
+
+// Below it, e^l/σ and e^ρ/σ are subtracted directly: their difference is then exact to ~2^10·ε, far below
+// any distance that moves a weight, and costs one exp instead of two.
+constexpr double kDirect = 1024.0;
+
+// w of a pair of logit l against the reference (docs/math.md, "Numerics").
+inline double rbf_weight(const SoftPUParams& p, double l, const Reference& ref) {
   if (!p.rbf) return 1.0;
   if (p.phi) {
-    // |e^l − e^ρ| / σ = e^{a − log σ} (1 − e^{−δ}), a = max(l, ρ), δ = |l − ρ|: e^l itself never forms. In
-    // double, e^{a − log σ} overflows only for distances far beyond any float (then inf · (1 − e^{−δ}) = inf
-    // and w = 0, as its true value rounds); δ = 0 is w = 1 exactly (and would be inf · 0 there). A NaN δ
-    // fails the test and stays NaN.
-    const double delta = std::fabs(l - ref);
-    if (delta == 0.0) return 1.0;
-    const double dist = std::exp((l > ref ? l : ref) - p.log_sigma) * -std::expm1(-delta);
+    if (l < ref.lo || l > ref.hi) return 0.0;
+    const double e = std::exp(l - p.log_sigma);
+    double dist;
+    if (e < kDirect && ref.scaled < kDirect) {
+      dist = e - ref.scaled;
+    } else {
+      // |e^l − e^ρ| / σ = e^{a − log σ} (1 − e^{−δ}), a = max(l, ρ), δ = |l − ρ|: finite for any l and ρ
+      // of nearby size. In double, e^{a − log σ} overflows only for distances far beyond any float (then
+      // inf · (1 − e^{−δ}) = inf and w = 0, as its true value rounds); δ = 0 is w = 1 exactly (and would be
+      // inf · 0 there). A NaN δ fails the test and stays NaN.
+      const double delta = std::fabs(l - ref.rho);
+      if (delta == 0.0) return 1.0;
+      dist = std::exp((l > ref.rho ? l : ref.rho) - p.log_sigma) * -std::expm1(-delta);
+    }
     return std::exp(-0.5 * dist * dist);
   }
   // (ℓ − ρ)/σ squared overflows only to +inf, where w = 0.
-  const double u = (l - ref) * p.inv_sigma;
+  const double u = (l - ref.rho) * p.inv_sigma;
   return std::exp(-0.5 * u * u);
 }
 
@@ -139,7 +167,7 @@ double row_lse(const Anchor& a, T* row, std::int64_t cols, T inv_tau) {
 
 // ρ of the row (logits in `row`), and Σ_{P11} ℓ.
 template <typename T>
-void reference_of(const SoftPUParams& p, const Anchor& a, const T* row, double& ref, double& s11) {
+void reference_of(const SoftPUParams& p, const Anchor& a, const T* row, double& rho, double& s11) {
   s11 = 0.0;
   double mx = -kInf, se = 0.0;  // online max-shifted Σ e^ℓ over P11 ("phi")
   if (a.labeled) {
@@ -159,14 +187,14 @@ void reference_of(const SoftPUParams& p, const Anchor& a, const T* row, double& 
     }
   }
   if (!(a.n11 > 0)) {
-    ref = a.partner >= 0 ? static_cast<double>(row[a.partner]) : 0.0;
+    rho = a.partner >= 0 ? static_cast<double>(row[a.partner]) : 0.0;
   } else {
-    ref = p.phi ? mx + std::log(se) - std::log(a.n11) : s11 / a.n11;
+    rho = p.phi ? mx + std::log(se) - std::log(a.n11) : s11 / a.n11;
   }
 }
 
 // w of candidate k, with the fallback pair's w = 1 by definition.
-inline double pair_weight(const SoftPUParams& p, const Anchor& a, std::int64_t k, double l, double ref) {
+inline double pair_weight(const SoftPUParams& p, const Anchor& a, std::int64_t k, double l, const Reference& ref) {
   return (k == a.partner && !(a.n11 > 0)) ? 1.0 : rbf_weight(p, l, ref);
 }
 
@@ -175,8 +203,9 @@ template <typename T>
 void fwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols, T* lb, T* ulb, T* lse_out,
              double* ref_out, T* a_ulb_out) {
   const double lse = row_lse(a, row, cols, static_cast<T>(p.inv_tau));
-  double ref, s11;
-  reference_of(p, a, row, ref, s11);
+  double rho, s11;
+  reference_of(p, a, row, rho, s11);
+  const Reference ref = reference_window(p, rho);
   double s10 = 0.0, w10 = 0.0;
   const auto add10 = [&](std::int64_t k) {
     const double l = row[k];
@@ -190,7 +219,7 @@ void fwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols, 
   }
   if (a.partner_pair(p)) add10(a.partner);
   *lse_out = static_cast<T>(lse);
-  *ref_out = ref;
+  *ref_out = rho;
   *lb = static_cast<T>(a.n11 > 0 ? lse - s11 / a.n11 : 0.0);
   *ulb = static_cast<T>(a.n10 > 0 ? s10 / a.n10 : 0.0);
   *a_ulb_out = static_cast<T>(a.n10 > 0 ? w10 / a.n10 : 0.0);
@@ -228,7 +257,7 @@ DenseSums dense_grad(T* row, std::int64_t begin, std::int64_t end, T inv_tau, T 
 // One row of the backward: raw dots in, ∂L/∂dots out; returns Σ_k G_k (ℓ_k − lse) when kTau (else 0).
 // `corr` is scratch of at least the class size.
 template <bool kTau, typename T>
-double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols, double lse, double ref,
+double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols, double lse, double rho,
                double a_ulb, double g11, double g10, std::vector<double>& corr) {
   const T inv_tau = static_cast<T>(p.inv_tau);
   if (a.excluded && cols == 1) {  // an empty denominator: no term, no gradient (and no 0 · inf)
@@ -238,6 +267,7 @@ double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols
   // The sparse coefficients (C11, or C10 w) need ℓ_k, which the dense pass overwrites: collect them first.
   const double c11 = a.n11 > 0 ? g11 / a.n11 : 0.0;
   const double c10 = a.n10 > 0 ? g10 / a.n10 : 0.0;
+  const Reference ref = reference_window(p, rho);
   double tau_sparse = 0.0;
   const auto coefficient = [&](std::int64_t k) {
     const double l = static_cast<double>(row[k] * inv_tau);

@@ -19,7 +19,8 @@
 // D (0 off it), CP = g11 [P11 ≠ ∅] + g10 a_ulb, C11 = g11/|P11|, C10 = g10/|P10|. The kernel writes
 // G/τ = ∂L/∂dots over the chunk in place, so that the driver's two GEMMs give grad_s = (G/τ) z and
 // grad_z = (G/τ)ᵀ s, and, when asked, the row's share of ∂L/∂τ = -(1/τ) Σ_k G_jk ℓ_jk, summed over centred
-// logits ℓ - lse (Σ_k G_jk = 0), which keeps large logits (small τ) from cancelling.
+// logits ℓ - lse (Σ_k G_jk = 0), which keeps large logits (small τ) from cancelling, with the dense part
+// normalized by its own Σ_k p_jk (see the kernel).
 //
 // Masks are rebuilt from the O(B) arrays: no B×B (or C×B) mask ever exists. Arithmetic is in the chunk's
 // type A (float, or double for float64 inputs) except ρ: the forward sums it in double, and both passes
@@ -262,7 +263,9 @@ __global__ void __launch_bounds__(kRowThreads) soft_pu_bwd_kernel(
     // The stored lse is off its exact value by a rounding r: every e is off by the factor e^{-r} and every
     // ℓ - lse by -r. Normalizing the dense sum by Σ e removes the first, and the second cancels against the
     // sparse sum, whose coefficients add up to CP: the share is then exact to first order in r.
-    if (threadIdx.x == 0) grad_temperature[i] = -inv_tau * (coef_p * (tau[0] / tau[1]) - tau[2]);
+    // An empty D has Σ e = 0 and no share (a NaN goes the dividing way and stays NaN).
+    const A dense = tau[1] == A(0) ? A(0) : coef_p * (tau[0] / tau[1]);
+    if (threadIdx.x == 0) grad_temperature[i] = -inv_tau * (dense - tau[2]);
   }
 }
 

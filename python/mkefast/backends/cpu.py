@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import math
 import os
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from mkefast._build import cpu_module
+from mkefast._build import backend_unavailable_reason, cpu_module
 from mkefast.backends._chunked import (
     chunk_rows_for,
     kernel_targets,
@@ -61,8 +62,15 @@ def unsupported_reason(op: str, device: torch.device, dtype: torch.dtype) -> str
     return None
 
 
+def _lib() -> ModuleType:
+    lib = cpu_module()
+    if lib is None:
+        raise RuntimeError(f"mkefast: the cpu backend cannot run: {backend_unavailable_reason('cpu')}")
+    return lib
+
+
 def _kernel(name: str, dtype: torch.dtype) -> Any:
-    return getattr(cpu_module(), f"{name}_{_SUFFIX[dtype]}")
+    return getattr(_lib(), f"{name}_{_SUFFIX[dtype]}")
 
 
 def chunk_rows(num_rows: int, num_cols: int, dtype: torch.dtype) -> int:
@@ -114,7 +122,7 @@ def soft_pu_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, opt
     """
     targets = kernel_targets(targets)
     index = _class_index(targets)
-    params = soft_pu_params(cpu_module(), targets, options)
+    params = soft_pu_params(_lib(), targets, options)
 
     def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats) -> None:
         _kernel("soft_pu_fwd", dots.dtype)(
@@ -142,7 +150,7 @@ def soft_pu_bwd(
     anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature `[M, B_a]` (summing to ∂L/∂τ)."""
     targets = kernel_targets(targets)
     index = _class_index(targets)
-    params = soft_pu_params(cpu_module(), targets, options)
+    params = soft_pu_params(_lib(), targets, options)
 
     def epilogue(dots: Tensor, first_anchor: int, rows_stats: SoftPUStats, g_lb: Tensor, g_ulb: Tensor,
                  g_tau: Tensor | None) -> None:
