@@ -3,21 +3,23 @@
 //
 //   per_row = 1 - c^2,   c = <a, b> / den,   den = max(|a| |b|, 1e-8)
 //
-// Scale-free: each row is first divided by its largest magnitude (sa, sb), the floor by sa·sb, so that no
-// norm overflows or underflows whatever the inputs' scale (1e20 or 1e-20 in float, 1e200 in double):
-//   â = a / sa,  b̂ = b / sb,  c = <â, b̂> / n̂,  n̂ = max(|â| |b̂|, 1e-8 / (sa sb))
-// Gradients (g = upstream gradient of the row), from dc/dâ = b̂ / n̂ − c â / |â|² and dâ/da = 1 / sa:
-//   unclamped:  d(per_row)/da = s (b̂ − (<â, b̂> / |â|²) â),  s = −2 c g / (n̂ sa)   (c n̂ = <â, b̂>)
-//   clamped:    the floor is a constant and the norm term vanishes: d/da = s b̂
+// Scale-free: the rows are multiplied by the inverses ia, ib of their largest magnitudes before any product,
+// and the floor with them, so that no norm overflows or underflows whatever the inputs' scale:
+//   â = a ia,  b̂ = b ib,  c = <â, b̂> / n̂,  n̂ = max(|â| |b̂|, 1e-8 ia ib)
+// Gradients (g = upstream gradient of the row), from dc/dâ = b̂ / n̂ − c â / |â|² and dâ/da = ia:
+//   unclamped:  d(per_row)/da = s ia (b̂ − (<â, b̂> / |â|²) â),  s = −2 c g / n̂   (c n̂ = <â, b̂>)
+//   clamped:    the floor is a constant and the norm term vanishes: d/da = s ia b̂
 //   and the same for b with the roles swapped.
-// Accumulation is in double for float inputs: the dot product and norms of a 1k-wide row then stay exact to
-// fp32 rounding, at no measurable cost in this memory-bound loop. `omp simd` lets the compiler split the
-// sums over vector lanes (a fixed order, so still deterministic) without -ffast-math.
+// Accumulation is in double: for float inputs the dot product and norms of a 1k-wide row then stay exact to
+// fp32 rounding, at no measurable cost in this memory-bound loop, and double holds every product of float
+// values (1e±38 squared), so only float64 rows need the scaling (ia = ib = 1 for float). `omp simd` lets the
+// compiler split the sums over vector lanes (a fixed order, so still deterministic) without -ffast-math.
 #include <pybind11/pybind11.h>
 
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/parallel.h"
 
@@ -26,49 +28,52 @@ namespace {
 
 constexpr double kEps = 1e-8;
 
-// The largest magnitude of a row, or 1 for an all-zero row. It skips NaN (NaN fails the compare); the
-// scaled sums then carry the NaN to the result.
+// 1 / the largest magnitude of a float64 row (1 for an all-zero row, and for float rows). The magnitude is
+// floored at 2^-1000 so that its inverse stays finite: a row of subnormals then scales to values below 1,
+// still far from underflow. NaN fails the max's compare; the scaled sums then carry it to the result.
 template <typename T>
-double scale_of(const T* x, std::int64_t d) {
-  T m = 0;
+double inv_scale(const T* x, std::int64_t d) {
+  if constexpr (std::is_same_v<T, double>) {
+    double m = 0.0;
 #pragma omp simd reduction(max : m)
-  for (std::int64_t t = 0; t < d; ++t) {
-    const T v = std::fabs(x[t]);
-    m = v > m ? v : m;
+    for (std::int64_t t = 0; t < d; ++t) {
+      const double v = std::fabs(x[t]);
+      m = v > m ? v : m;
+    }
+    constexpr double kMinScale = 0x1p-1000;
+    return m > 0.0 ? 1.0 / (m > kMinScale ? m : kMinScale) : 1.0;
+  } else {
+    (void)x;
+    (void)d;
+    return 1.0;
   }
-  return m > 0 ? static_cast<double>(m) : 1.0;
 }
 
-// The scaled statistics of one row pair: â = a / sa, b̂ = b / sb.
+// The scaled statistics of one row pair: â = a ia, b̂ = b ib.
 struct RowStats {
-  double sa, sb;       // the scales
+  double ia, ib;       // the inverse scales
   double dot, aa, bb;  // <â, b̂>, |â|², |b̂|²
-  double den;          // max(|â| |b̂|, 1e-8 / (sa sb))
+  double den;          // max(|â| |b̂|, 1e-8 ia ib)
   bool clamped;
 };
 
 template <typename T>
 RowStats row_stats(const T* a, const T* b, std::int64_t d) {
-  RowStats s{scale_of(a, d), scale_of(b, d), 0.0, 0.0, 0.0, 0.0, false};
-  const double ia = s.sa, ib = s.sb;
+  const double ia = inv_scale(a, d), ib = inv_scale(b, d);
   double dot = 0.0, aa = 0.0, bb = 0.0;
 #pragma omp simd reduction(+ : dot, aa, bb)
   for (std::int64_t t = 0; t < d; ++t) {
-    const double x = static_cast<double>(a[t]) / ia, y = static_cast<double>(b[t]) / ib;
+    const double x = static_cast<double>(a[t]) * ia, y = static_cast<double>(b[t]) * ib;
     dot += x * y;
     aa += x * x;
     bb += y * y;
   }
-  s.dot = dot;
-  s.aa = aa;
-  s.bb = bb;
   const double prod = std::sqrt(aa) * std::sqrt(bb);
-  const double floor = kEps / (s.sa * s.sb);
-  s.clamped = !(prod > floor);  // NaN goes the clamped way, and dot (NaN) keeps the result NaN
+  const double floor = kEps * ia * ib;
+  const bool clamped = !(prod > floor);  // NaN goes the clamped way, and dot (NaN) keeps the result NaN
   // den = 0 only where the floor underflowed and a row is all zero (then <â, b̂> = 0): any positive den then
   // gives the true c = 0 instead of 0/0.
-  s.den = s.clamped ? (floor > 0.0 ? floor : 1.0) : prod;
-  return s;
+  return {ia, ib, dot, aa, bb, clamped ? (floor > 0.0 ? floor : 1.0) : prod, clamped};
 }
 
 // a, b: [N, d] row-major (row stride = stride); loss: [N].
@@ -83,6 +88,15 @@ void cosine_rec_fwd_cpu(const T* a, const T* b, T* loss, std::int64_t n, std::in
   }
 }
 
+// grad[t] = scale (x[t] kx − k y[t] ky) over a row: the gradient of one side.
+template <typename T>
+void row_grad(T* grad, const T* x, const T* y, std::int64_t d, double scale, double kx, double k, double ky) {
+#pragma omp simd
+  for (std::int64_t t = 0; t < d; ++t) {
+    grad[t] = static_cast<T>(scale * (static_cast<double>(x[t]) * kx - k * (static_cast<double>(y[t]) * ky)));
+  }
+}
+
 // grad_loss: [N]; grad_a, grad_b: [N, d] contiguous, or null when not needed.
 template <typename T>
 void cosine_rec_bwd_cpu(const T* a, const T* b, const T* grad_loss, T* grad_a, T* grad_b, std::int64_t n,
@@ -92,24 +106,12 @@ void cosine_rec_bwd_cpu(const T* a, const T* b, const T* grad_loss, T* grad_a, T
     const T* ai = a + i * stride_a;
     const T* bi = b + i * stride_b;
     const RowStats s = row_stats(ai, bi, d);
-    const double c = s.dot / s.den;
-    const double g = -2.0 * c * static_cast<double>(grad_loss[i]) / s.den;
-    const double ka = s.clamped ? 0.0 : s.dot / s.aa;
-    const double kb = s.clamped ? 0.0 : s.dot / s.bb;
-    if (grad_a != nullptr) {
-      T* ga = grad_a + i * d;
-      const double scale = g / s.sa;
-      for (std::int64_t t = 0; t < d; ++t) {
-        ga[t] = static_cast<T>(scale * (static_cast<double>(bi[t]) / s.sb - ka * (static_cast<double>(ai[t]) / s.sa)));
-      }
-    }
-    if (grad_b != nullptr) {
-      T* gb = grad_b + i * d;
-      const double scale = g / s.sb;
-      for (std::int64_t t = 0; t < d; ++t) {
-        gb[t] = static_cast<T>(scale * (static_cast<double>(ai[t]) / s.sa - kb * (static_cast<double>(bi[t]) / s.sb)));
-      }
-    }
+    // −2 c g, times ia/den: both factors stay normal where their product is already tiny.
+    const double cg = -2.0 * (s.dot / s.den) * static_cast<double>(grad_loss[i]);
+    // Under the clamp the denominator is a constant and the norm terms vanish.
+    const double ka = s.clamped ? 0.0 : s.dot / s.aa, kb = s.clamped ? 0.0 : s.dot / s.bb;
+    if (grad_a != nullptr) row_grad(grad_a + i * d, bi, ai, d, cg * (s.ia / s.den), s.ib, ka, s.ia);
+    if (grad_b != nullptr) row_grad(grad_b + i * d, ai, bi, d, cg * (s.ib / s.den), s.ia, kb, s.ib);
   }
 }
 

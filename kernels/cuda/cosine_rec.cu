@@ -2,12 +2,13 @@
 //
 //   per_row = 1 - c²,   c = <a, b> / den,   den = max(|a| |b|, 1e-8)
 //
-// Scale-free: each row is divided by its largest magnitude first (sa, sb) and the floor by sa·sb, so that no
-// norm overflows or underflows in the accumulation type whatever the inputs' scale (1e20 or 1e-20 in float):
-//   â = a / sa,  b̂ = b / sb,  c = <â, b̂> / n̂,  n̂ = max(|â| |b̂|, 1e-8 / (sa sb))
-// Gradients (g = upstream gradient of the row), from dc/dâ = b̂ / n̂ - c â / |â|² and dâ/da = 1 / sa:
-//   unclamped:  d(per_row)/da = s_a (b̂ - (<â, b̂> / |â|²) â),   s_a = -2 c g / (n̂ sa)   (c n̂ = <â, b̂>)
-//   clamped:    the floor is a constant and the norm term vanishes: d/da = s_a b̂
+// Scale-free: the rows are multiplied by the inverses ia, ib of their largest magnitudes before any product,
+// and the floor with them, so that no norm overflows or underflows in the accumulation type whatever the
+// inputs' scale (1e20 or 1e-20 in float):
+//   â = a ia,  b̂ = b ib,  c = <â, b̂> / n̂,  n̂ = max(|â| |b̂|, 1e-8 ia ib)
+// Gradients (g = upstream gradient of the row), from dc/dâ = b̂ / n̂ - c â / |â|² and dâ/da = ia:
+//   unclamped:  d(per_row)/da = s ia (b̂ - (<â, b̂> / |â|²) â),   s = -2 c g / n̂   (c n̂ = <â, b̂>)
+//   clamped:    the floor is a constant and the norm term vanishes: d/da = s ia b̂
 //   and the same for b with the roles swapped.
 //
 // A warp owns a row: a first read finds the two scales (warp max), a second accumulates <â, b̂>, |â|² and |b̂|²
@@ -59,11 +60,29 @@ __device__ __forceinline__ void for_lane(const T* __restrict__ a, const T* __res
   }
 }
 
+// The largest magnitude is floored so that its inverse stays finite: a row of subnormals then scales to
+// values below 1, still far from underflow.
+template <typename A>
+struct MinScale;
+template <>
+struct MinScale<float> {
+  static constexpr float value = 0x1p-100f;
+};
+template <>
+struct MinScale<double> {
+  static constexpr double value = 0x1p-1000;
+};
+
+template <typename A>
+__device__ __forceinline__ A inv_scale(A max_abs) {
+  return max_abs > A(0) ? A(1) / (max_abs > MinScale<A>::value ? max_abs : MinScale<A>::value) : A(1);
+}
+
 template <typename A>
 struct RowStats {
-  A sa, sb;       // the scales (1 for an all-zero row)
+  A ia, ib;       // the inverse scales (1 for an all-zero row)
   A dot, aa, bb;  // <â, b̂>, |â|², |b̂|²
-  A den;          // max(|â| |b̂|, 1e-8 / (sa sb))
+  A den;          // max(|â| |b̂|, 1e-8 ia ib)
   bool clamped;
 };
 
@@ -77,15 +96,13 @@ __device__ RowStats<typename Elem<T>::Acc> row_stats(const T* __restrict__ a, co
     ma = acc_abs(x) > ma ? acc_abs(x) : ma;
     mb = acc_abs(y) > mb ? acc_abs(y) : mb;
   });
-  ma = warp_max(ma);
-  mb = warp_max(mb);
   RowStats<A> s;
-  s.sa = ma > A(0) ? ma : A(1);
-  s.sb = mb > A(0) ? mb : A(1);
+  s.ia = inv_scale(warp_max(ma));
+  s.ib = inv_scale(warp_max(mb));
   A dot = A(0), aa = A(0), bb = A(0);
   for_lane<T, kVec>(a, b, d, lane, [&](A x, A y) {
-    x /= s.sa;
-    y /= s.sb;
+    x *= s.ia;
+    y *= s.ib;
     dot += x * y;
     aa += x * x;
     bb += y * y;
@@ -94,7 +111,7 @@ __device__ RowStats<typename Elem<T>::Acc> row_stats(const T* __restrict__ a, co
   s.aa = warp_sum(aa);
   s.bb = warp_sum(bb);
   const A prod = acc_sqrt(s.aa) * acc_sqrt(s.bb);
-  const A floor = A(1e-8) / (s.sa * s.sb);
+  const A floor = A(1e-8) * s.ia * s.ib;
   s.clamped = !(prod > floor);  // a NaN norm goes the clamped way; dot (NaN) keeps c NaN
   // den = 0 only where the floor underflowed and a row is all zero (then <â, b̂> = 0): any positive den then
   // gives the true c = 0 instead of 0/0.
@@ -129,9 +146,10 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_bwd_kernel(const T* __res
   const T* ai = a + i * d;
   const T* bi = b + i * d;
   const RowStats<A> s = row_stats<T, kVec>(ai, bi, d, lane);
-  const A g = A(-2) * (s.dot / s.den) * grad_loss[i] / s.den;
-  const A scale_a = g / s.sa;
-  const A scale_b = g / s.sb;
+  // -2 c g, times ia/den: both factors stay normal where their product is already subnormal (1e-20 inputs).
+  const A cg = A(-2) * (s.dot / s.den) * grad_loss[i];
+  const A scale_a = cg * (s.ia / s.den);
+  const A scale_b = cg * (s.ib / s.den);
   // Under the clamp the denominator is a constant and the norm terms vanish.
   const A ka = s.clamped ? A(0) : s.dot / s.aa;
   const A kb = s.clamped ? A(0) : s.dot / s.bb;
@@ -145,8 +163,8 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_bwd_kernel(const T* __res
       Vec16<T> oa, ob;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const A x = Elem<T>::load(va.v[e]) / s.sa;
-        const A y = Elem<T>::load(vb.v[e]) / s.sb;
+        const A x = Elem<T>::load(va.v[e]) * s.ia;
+        const A y = Elem<T>::load(vb.v[e]) * s.ib;
         oa.v[e] = Elem<T>::store(scale_a * (y - ka * x));
         ob.v[e] = Elem<T>::store(scale_b * (x - kb * y));
       }
@@ -155,8 +173,8 @@ __global__ void __launch_bounds__(kThreads) cosine_rec_bwd_kernel(const T* __res
     }
   } else {
     for (std::int64_t t = lane; t < d; t += kWarpSize) {
-      const A x = Elem<T>::load(ai[t]) / s.sa;
-      const A y = Elem<T>::load(bi[t]) / s.sb;
+      const A x = Elem<T>::load(ai[t]) * s.ia;
+      const A y = Elem<T>::load(bi[t]) * s.ib;
       if (ga != nullptr) ga[t] = Elem<T>::store(scale_a * (y - ka * x));
       if (gb != nullptr) gb[t] = Elem<T>::store(scale_b * (x - kb * y));
     }

@@ -1,16 +1,20 @@
 """The `cpu` backend: compiled C++ (mkefast._C) with OpenMP, for CPU tensors.
 
-Python allocates every buffer and hands raw pointers to the C++ kernels of `csrc/cpu/`.
+Python allocates every buffer and hands raw pointers to the C++ kernels of `csrc/cpu/`, by keyword; the
+targets and options of a call travel as one `mkefast._C.SoftPUParams` (`_chunked.soft_pu_params`).
 
 Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of anchor rows and modality,
 one fp32 (fp64) GEMM by torch for the dots, then one fused OpenMP pass (`soft_pu_fwd_cpu` /
 `soft_pu_bwd_cpu`) for the softmax statistics, the masks, the RBF weights and either the loss terms or
-the gradient coefficients. The backward recomputes the dots of each chunk (one GEMM), overwrites them with
-∂L/∂dots and applies two GEMMs; the forward keeps nothing of size B×B. The chunk holds at most
-`MKEFAST_CPU_CHUNK_MB` MiB of dots (default `DEFAULT_CHUNK_MB`; see benchmarks/README.md for the
-measurement behind it), so the extra memory is O(chunk·B + B·d), never O(B²). The chunking depends only on
-the sizes and that budget, and every row is reduced by one thread in a fixed order: the results are the
-same for any thread count.
+the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes the dots of each chunk
+(one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for; the forward keeps
+nothing of size B_a×B_c. The chunk holds at most `MKEFAST_CPU_CHUNK_MB` MiB of dots (default
+`DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement behind it), so the extra memory is
+O(chunk·B_c + (B_a + B_c)·d). The chunking depends only on the sizes and that budget, and every row is
+reduced by one thread in a fixed order: the results are the same for any thread count.
+
+The cosine reconstruction loss is one fused pass per row, accumulated in double (float64 rows scaled by their
+largest magnitude first), so that it is scale-free (docs/math.md, "Cosine reconstruction loss").
 
 Low-precision inputs (bfloat16, float16) are computed in float32; the kernels exist for float32 and
 float64.

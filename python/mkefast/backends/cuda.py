@@ -1,23 +1,25 @@
 """The `cuda` backend: compiled CUDA kernels (mkefast._C_cuda) for CUDA tensors.
 
 Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`, shared with the `cpu` backend: per chunk
-of anchors and per modality, torch (cuBLAS) computes the raw dot products `[C, B]`, and one fused CUDA
+of anchors and per modality, torch (cuBLAS) computes the raw dot products `[C, B_c]`, and one fused CUDA
 epilogue (`soft_pu_fwd_kernel` / `soft_pu_bwd_kernel` in kernels/cuda/soft_pu.cu) does the masks, the
 softmax statistics, the RBF weights and the loss terms of those rows, or overwrites them with the gradient
-of the logits for the two backward GEMMs. It is the GPU path for large feature sizes, where the GEMMs
-dominate, and a GPU implementation independent of the Triton one.
+of the logits for the backward GEMMs (and writes the rows' shares of ∂L/∂τ). It is the GPU path for large
+feature sizes, where the GEMMs dominate, and a GPU implementation independent of the Triton one.
 
 Precision: every input dtype (float16, bfloat16, float32, float64) is computed in its accumulation dtype,
 float32 (float64 for float64 inputs), GEMMs included: the driver upcasts the inputs once, and the GEMMs run
 in full float32 (TF32 only if the user enabled it in torch). That keeps the logits exact to float32 rounding
 (a bfloat16 GEMM with bfloat16 output would round ℓ = <s, z>/τ to 3 significant digits) at the cost of
-float32 GEMM speed.
+float32 GEMM speed. The RBF references are kept in float64 (docs/math.md, "Numerics").
 
 The cosine reconstruction loss is one fused kernel (kernels/cuda/cosine_rec.cu): a warp per row, 16-byte
-loads, float32 accumulation (float64 for float64), both gradients from one launch, in the inputs' dtype.
+loads, rows scaled by their largest magnitude (scale-free), float32 accumulation (float64 for float64),
+both gradients from one launch, in the inputs' dtype.
 
 Python allocates every buffer; the kernels get raw pointers, sizes, the device index and the current
-stream, so they are ordered with the surrounding torch work.
+stream, by keyword (the targets and options of a call as one `mkefast._C_cuda.SoftPUParams`), so they are
+ordered with the surrounding torch work.
 """
 
 from __future__ import annotations
