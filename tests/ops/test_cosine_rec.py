@@ -92,3 +92,10 @@ def test_scale_free_on_float32(scale):
         assert torch.isfinite(g).all()
         # (at 1e-20 the true gradient, ~1e-44, is below float32's normal range: it may flush to 0)
         torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=max(1e-5 * w.abs().max().item(), 1e-37))
+
+
+def test_zero_row_against_a_huge_row():
+    a = torch.zeros(1, 4)
+    b = torch.full((1, 4), 1e38)
+    rows = mkefast.cosine_reconstruction_loss(a, b, reduction="none", backend="reference")
+    torch.testing.assert_close(rows, torch.ones(1))

@@ -137,5 +137,7 @@ def cosine_rec_rows(reconstruction: Tensor, target: Tensor) -> Tensor:
     sb = torch.where(sb > 0, sb, torch.ones_like(sb))
     a, b = a / sa, b / sb
     norms = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
-    floor = 1e-8 / (sa.squeeze(-1) * sb.squeeze(-1))
+    # The floor may underflow (a zero row against a row near the format's maximum); the smallest normal number
+    # then stands in for it, which changes nothing: the numerator is 0 wherever that happens.
+    floor = (1e-8 / (sa.squeeze(-1) * sb.squeeze(-1))).clamp(min=torch.finfo(acc).tiny)
     return 1.0 - ((a * b).sum(-1) / torch.maximum(norms, floor)) ** 2
