@@ -26,7 +26,9 @@ from mkefast.backends import BackendUnavailableError
 
 
 def _run(*args: str) -> str:
-    out = subprocess.run(["mkefast", *args], capture_output=True, text=True, check=False)
+    """Runs the installed console script (the one beside this interpreter, activated or not)."""
+    script = Path(sys.executable).parent / "mkefast"
+    out = subprocess.run([str(script), *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"`mkefast {' '.join(args)}` failed (exit {out.returncode}):\n{out.stderr}")
     return out.stdout

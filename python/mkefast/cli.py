@@ -17,7 +17,7 @@ from mkefast._build import build_config, git_sha
 from mkefast.backends import BackendUnavailableError
 
 # Modules that add subcommands: each defines `add_parser(subparsers)`, which registers one subcommand
-# whose parser sets `func(args) -> int`. Imported lazily so that `mkefast info` stays fast.
+# whose parser sets `func(args) -> int`; imported when the parser is built.
 _COMMAND_MODULES: tuple[str, ...] = ("mkefast.train.robult", "mkefast.train.mke", "mkefast.demo", "mkefast.bench.cli")
 
 
