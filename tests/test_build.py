@@ -60,6 +60,14 @@ def test_available_backends_follow_the_rules():
     assert all(isinstance(r, str) and r for r in reasons.values())
 
 
+def _run_in_clean_process(code: str) -> subprocess.CompletedProcess[str]:
+    """Runs `code` in a fresh interpreter that sees no GPU and a minimal PATH; it must succeed."""
+    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def test_import_without_gpu_or_triton_in_a_clean_process():
     """`import mkefast` must work even when triton cannot be imported and no GPU is visible."""
     code = (
@@ -69,9 +77,7 @@ def test_import_without_gpu_or_triton_in_a_clean_process():
         "x = torch.randn(4, 3); print(float(mkefast.soft_pu_loss(x, x, torch.zeros(4, dtype=torch.long), "
         "torch.ones(4, dtype=torch.bool))))\n"
     )
-    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert out.returncode == 0, out.stderr
+    _run_in_clean_process(code)
 
 
 def test_cli_info_prints_backends():
@@ -121,9 +127,7 @@ def test_a_build_without_the_cpp_module_in_a_clean_process():
         "    print('raised:', exc)\n"
         "main(['info'])\n"
     )
-    env = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert out.returncode == 0, out.stderr
+    out = _run_in_clean_process(code)
     assert "raised: backend='cpu' cannot run soft_pu" in out.stdout
     assert "no C++ compiler found (test); to get it, install a C++ compiler" in out.stdout
     assert "cpu: unavailable: mkefast._C was not built: no C++ compiler found (test)" in out.stdout
