@@ -8,7 +8,7 @@ import math
 import pytest
 
 from mkefast.bench import cosine_rec, soft_pu
-from mkefast.bench.runner import COLUMNS, Case, measure, run_sweep
+from mkefast.bench.runner import COLUMNS, Case, append_csv, measure, run_sweep
 from mkefast.cli import main
 
 
@@ -53,3 +53,55 @@ def test_cli_runs_and_rejects_bad_arguments(tmp_path, capsys):
     assert main(["bench", "soft_pu", "--backends", "nope", "--B", "8"]) == 2
     assert main(["bench", "soft_pu", "--modes", "sideways", "--B", "8"]) == 2
     assert "--backends" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--labeled-frac", "1.5"], "--labeled-frac: expected a fraction in [0, 1], got 1.5"),
+    (["--warmup", "-1"], "--warmup: expected a count >= 0, got -1"),
+    (["--classes", "0"], "--classes: expected a positive integer, got 0"),
+    (["--mem-limit-gb", "inf"], "--mem-limit-gb: expected a positive finite number, got inf"),
+    (["--timeout", "0"], "--timeout: expected a positive finite number, got 0.0"),
+    (["--backends", ","], "--backends: expected a comma list of providers or 'all', got ','"),
+    (["--device", "cuda:x"], "--device: expected cpu or cuda[:i], got 'cuda:x'"),
+], ids=["labeled-frac", "warmup", "classes", "mem-limit", "timeout", "backends", "device"])
+def test_cli_validates_options(capsys, argv, message):
+    assert main(["bench", "soft_pu", "--B", "8", *argv]) == 2
+    assert capsys.readouterr().err == f"mkefast bench: error: {message}\n"
+
+
+@pytest.mark.parametrize("value", ["0", "x", "1k,,2", "-8"])
+def test_cli_rejects_bad_batch_sizes_as_argparse_does(capsys, value):
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "soft_pu", "--B", value])
+    assert stop.value.code == 2
+    assert "argument --B: expected" in capsys.readouterr().err
+
+
+def test_rows_carry_the_provenance():
+    import mkefast
+
+    case = Case(op="cosine_rec", provider="reference", device="cpu", dtype="float32", B=8, d=4, M=1, mode="fwd",
+                repeats=1)
+    row = run_sweep(cosine_rec.SPEC, "mkefast.bench.cosine_rec", [case], log=lambda _line: None)[0]
+    assert row["mkefast"] == mkefast.__version__
+    assert row["git_sha"] == mkefast._build.git_sha()
+    assert {"torch", "triton", "date"} <= set(row)
+
+
+def test_append_csv_moves_an_old_file_to_the_new_columns(tmp_path):
+    """A CSV written before the `mkefast` column existed keeps its rows, under a header that has it."""
+    old_columns = [c for c in COLUMNS if c != "mkefast"]
+    path = tmp_path / "old.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old_columns)
+        writer.writeheader()
+        writer.writerow({c: f"old-{c}" for c in old_columns})
+    append_csv(path, [{c: f"new-{c}" for c in COLUMNS}])
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*old_columns, "mkefast"]
+    assert rows[0]["op"] == "old-op" and rows[0]["mkefast"] == ""
+    assert rows[1]["op"] == "new-op" and rows[1]["mkefast"] == "new-mkefast"
+    append_csv(path, [{c: "third" for c in COLUMNS}])  # the header now fits: a plain append
+    with path.open() as f:
+        assert [r["mkefast"] for r in csv.DictReader(f)] == ["", "new-mkefast", "third"]

@@ -1,4 +1,8 @@
-"""The `mkefast` command line: `info`, and the subcommands that the experiment modules register."""
+"""The `mkefast` command line: `info`, `--version`, and the subcommands that the experiment modules register.
+
+A user's mistake never ends in a traceback: `main()` turns the errors a user can cause into one line
+`mkefast <command>: error: ...` and exit status 2, as argparse does for a bad option.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +11,82 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from mkefast._build import build_config, git_sha
+from mkefast.backends import BackendUnavailableError
 
 # Modules that add subcommands: each defines `add_parser(subparsers)`, which registers one subcommand
-# whose parser sets `func(args) -> int`. Imported lazily so that `mkefast info` stays fast.
+# whose parser sets `func(args) -> int`; imported when the parser is built.
 _COMMAND_MODULES: tuple[str, ...] = (
     "mkefast.experiments.robult_paper", "mkefast.experiments.mke_paper", "mkefast.demo", "mkefast.bench.cli",
 )
 
 
-def _info(args: argparse.Namespace) -> int:
-    from mkefast import available_backends, build_config
+# Optional dependencies a command may import late: module -> (pip package, the mkefast extra that installs it).
+_EXTRAS = {"sklearn": ("scikit-learn", "experiments"), "matplotlib": ("matplotlib", "experiments"),
+           "triton": ("triton", "triton")}
 
+# Errors that a user causes (a bad option value, a missing or unreadable file, a backend that cannot run here);
+# anything else is a bug in mkefast and keeps its traceback.
+_USER_ERRORS = (BackendUnavailableError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
+                NotADirectoryError, PermissionError)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The formatter of every `mkefast` command: each option's help ends with its default, and descriptions
+    keep their line breaks (they hold examples)."""
+
+
+def version_string() -> str:
+    """`mkefast <version> (git <sha>)`, or without the sha where the build did not know it."""
+    from mkefast import __version__
+
+    sha = git_sha()
+    return f"mkefast {__version__}" + (f" (git {sha})" if sha else "")
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: computed when asked for (asking git in a source checkout costs a subprocess)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        print(version_string())
+        parser.exit()
+
+
+def _info(args: argparse.Namespace) -> int:
     config = build_config()
     if args.json:
         print(json.dumps(config, indent=2, default=str))
         return 0
-    width = max(len(k) for k in config)
-    for key, value in config.items():
-        if key == "why_not":
-            continue
+    print(version_string())
+    # The first line gave the version; the *_error keys repeat, in full, a reason listed under the backends.
+    hidden = ("version", "git_sha", "why_not", "cpu_error", "cuda_error", "backends")
+    shown = {k: v for k, v in config.items() if k not in hidden}
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
         print(f"{key:<{width}}  {value}")
     print()
-    print("available backends:", ", ".join(available_backends()))
+    print("available backends:", ", ".join(config["backends"]))
     for name, reason in config["why_not"].items():
         print(f"  {name}: unavailable: {reason}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mkefast", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mkefast", formatter_class=HelpFormatter,
+        description="mkefast: fused contrastive losses and reference trainers for semi-supervised multimodal "
+                    "learning (MKE, Robult). `mkefast info` says what was built and which backends run here.")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and git commit, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="what was built and which backends can run here")
+    info = sub.add_parser("info", help="what was built and which backends can run here", formatter_class=HelpFormatter,
+                          description="What was built (compiled modules, and why one is missing), and which "
+                                      "backends can run in this environment.")
     info.add_argument("--json", action="store_true", help="print the build configuration as JSON")
     info.set_defaults(func=_info)
     for module in _COMMAND_MODULES:
@@ -45,12 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error a user caused, or None for an error that is a bug (re-raised)."""
+    if isinstance(exc, ModuleNotFoundError):
+        top = (exc.name or "").split(".")[0]
+        if top not in _EXTRAS:
+            return None
+        package, extra = _EXTRAS[top]
+        return f"{package} is not installed and this command needs it: pip install 'mkefast[{extra}]'"
+    if not isinstance(exc, _USER_ERRORS):
+        return None
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one `mkefast` command; returns its exit status (2 for a user's mistake, 130 when interrupted)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"mkefast {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"mkefast {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"mkefast {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

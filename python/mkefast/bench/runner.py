@@ -20,7 +20,6 @@ A provider that runs out of memory (or is predicted to) gets a row with NaN time
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import math
 import os
@@ -36,12 +35,14 @@ from typing import Any
 
 import torch
 
+from mkefast._build import provenance
 from mkefast.train.common import progress
 
 __all__ = ["COLUMNS", "MODES", "Case", "OpSpec", "append_csv", "run_sweep"]
 
+# The last five are `mkefast._build.provenance()`: what produced the row.
 COLUMNS = ("op", "backend", "device", "dtype", "B", "d", "M", "mode", "ms_median", "ms_p20", "ms_p80", "peak_mem_mb",
-           "tflops", "gbps", "torch", "triton", "git_sha", "date")
+           "tflops", "gbps", "torch", "triton", "git_sha", "date", "mkefast")
 MODES = ("fwd", "bwd", "fwd+bwd")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -173,30 +174,30 @@ def _failed(note: str) -> dict[str, Any]:
     return {"ms_median": math.nan, "ms_p20": math.nan, "ms_p80": math.nan, "peak_mem_mb": math.nan, "note": note}
 
 
-def _versions() -> dict[str, str]:
-    try:
-        from importlib.metadata import version
-
-        triton = version("triton")
-    except Exception:
-        triton = ""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    except OSError:
-        sha = ""
-    return {"torch": torch.__version__, "triton": triton, "git_sha": sha,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
 def append_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]]) -> None:
-    """Appends rows (dicts with the keys of `COLUMNS`) to a CSV file, writing the header to a new file."""
+    """Appends rows (dicts with the keys of `COLUMNS`) to a CSV file, writing the header to a new file.
+
+    A file written before a column was added to `COLUMNS` is rewritten once with the new columns at the end
+    (empty in its old rows), so that every row stays under its own header.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
+    header: list[str] = []
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    missing = [c for c in COLUMNS if c not in header]
+    if header and missing:
+        with path.open(newline="") as f:
+            old_rows = list(csv.DictReader(f))
+        header += missing
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(old_rows)
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
+        writer = csv.DictWriter(f, fieldnames=header or COLUMNS, extrasaction="ignore")
+        if not header:
             writer.writeheader()
         writer.writerows(rows)
 
@@ -224,7 +225,7 @@ def run_sweep(
         timeout_s: per CPU case.
         log: where the table lines and notes go.
     """
-    versions = _versions()
+    versions = provenance()
     rows = []
     log(f"{'backend':<20} {'dtype':<9} {'B':>7} {'d':>5} {'M':>2} {'mode':<8} {'ms':>10} {'p20':>10} {'p80':>10} "
         f"{'peak MB':>9} {'TFLOP/s':>8} {'GB/s':>7}")
