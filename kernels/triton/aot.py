@@ -77,21 +77,26 @@ class KernelReport:
                 f"smem={self.shared // 1024} KiB  {self.seconds:.1f} s")
 
 
-def _pair_block_d(d: int) -> int:
-    from mkefast.backends.triton import _pair_block_d as block_d
-
-    return block_d(d)
-
-
-def variants(d: int, *, kernels: Iterable[str] | None = None, labels: Iterable[str] | None = None) -> list[Variant]:
-    """The variants compiled for feature size d: every kernel, every weight mode, both exclusion settings across
-    them, every choice of gradients; SINGLE_D as a launch at this d would set it. `kernels` / `labels` keep
-    only those kernel names / variant labels."""
+def _launch_choices(d: int, dtype: str) -> tuple[int, str, int]:
+    """(BLOCK_D of the pair kernels, their dot precision, BLOCK_D of the cosine kernels), as
+    `mkefast.backends.triton` chooses them for a launch."""
+    import torch
     from mkefast.kernels.triton.cosine_rec import MAX_BLOCK_D
 
-    block_d = _pair_block_d(d)
+    from mkefast.backends.triton import _cosine_block_d, _dot_precision, _pair_block_d
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    return _pair_block_d(d), _dot_precision(torch_dtype), _cosine_block_d(d, MAX_BLOCK_D)
+
+
+def variants(d: int, dtype: str, *, kernels: Iterable[str] | None = None,
+             labels: Iterable[str] | None = None) -> list[Variant]:
+    """The variants compiled for feature size d and `dtype` inputs: every kernel, every weight mode, both
+    exclusion settings across them, every choice of gradients; SINGLE_D and the dot precision as a launch would
+    set them. `kernels` / `labels` keep only those kernel names / variant labels."""
+    block_d, precision, cos_block = _launch_choices(d, dtype)
     bm, bn, warps, stages = PAIR_TILE
-    tile = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "DOT_PRECISION": "tf32", "INTERPRET": False}
+    tile = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "DOT_PRECISION": precision, "INTERPRET": False}
     single = {"SINGLE_D": d <= block_d}
 
     def pair(kernel: str, weights: str, exclude: bool, **extra: Any) -> Variant:
@@ -102,7 +107,6 @@ def variants(d: int, *, kernels: Iterable[str] | None = None, labels: Iterable[s
                        num_warps=warps, num_stages=stages)
 
     rows, r_warps = COSINE_TILE
-    cos_block = min(1 << (d - 1).bit_length(), MAX_BLOCK_D)
     out = [
         Variant("_soft_pu_phi_ref_kernel", "excl", {"EXCLUDE_DIAGONAL": True, **tile}, num_warps=warps,
                 num_stages=stages),
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.d:
         for dtype in args.dtype:
             for arch in args.arch:
-                for variant in variants(d, kernels=args.kernels, labels=args.labels):
+                for variant in variants(d, dtype, kernels=args.kernels, labels=args.labels):
                     try:
                         print(compile_variant(variant, arch, dtype, d).line(), flush=True)
                     except Exception as e:  # report every failing variant, then fail
