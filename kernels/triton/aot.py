@@ -122,7 +122,8 @@ def variants(d: int, dtype: str, *, kernels: Iterable[str] | None = None,
         pair("_soft_pu_bwd_atomic_kernel", "phi", True, GRAD_T=True),
         Variant("_cosine_rec_fwd_kernel", "", {"BLOCK_R": rows, "BLOCK_D": cos_block}, num_warps=r_warps),
         Variant("_cosine_rec_bwd_kernel", "a+b", {"NEED_A": True, "NEED_B": True, "SINGLE_D": d <= cos_block,
-                                                  "BLOCK_R": rows, "BLOCK_D": cos_block}, num_warps=r_warps),
+                                                  "BLOCK_R": rows, "BLOCK_D": cos_block, "INTERPRET": False},
+                num_warps=r_warps),
     ]
     keep_kernels = None if kernels is None else set(kernels)
     keep_labels = None if labels is None else set(labels)

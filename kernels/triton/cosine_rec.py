@@ -11,11 +11,11 @@ b̂ = b / s_b (s = 1 for a zero row), and everything is formed from the scaled r
     ∂loss/∂a = (1/s_a) (-2c b̂ / den + 2c² â / na)     (the second term only when den is not clamped:
     ∂loss/∂b = (1/s_b) (-2c â / den + 2c² b̂ / nb)      a clamped den does not depend on a or b)
 
-so, with the upstream gradient g of the row, grad_a = (K1 b̂ + KA â) / s_a and grad_b = (K1 â + KB b̂) / s_b
-where K1 = -2 g c / den, KA = 2 g c² / na, KB = 2 g c² / nb: bounded by 2|g| since na, nb, den >= 1 on a
-non-zero row. A row longer than one block is reduced in one pass with a running maximum, as an online
-softmax keeps its running max: when a row's maximum grows from s to s', the sums so far are rescaled by
-s/s' (dot) and (s/s')² (na, nb).
+so, with the upstream gradient g of the row, grad_a = K1a b̂ + KA â and grad_b = K1b â + KB b̂ with the row
+factors K1a = -2 g c / (den s_a), K1b = -2 g c / (den s_b), KA = 2 g c² / (na s_a), KB = 2 g c² / (nb s_b),
+formed in an order that underflows only where the gradient itself does. A row longer than one block is
+reduced in one pass with a running maximum, as an online softmax keeps its running max: when a row's maximum
+grows from s to s', the sums so far are rescaled by s/s' (dot) and (s/s')² (na, nb).
 
 The op is memory-bound: the forward reads each input once; the backward reads each input once and writes
 each gradient once when a row block fits in registers (SINGLE_D: d <= MAX_BLOCK_D), else it streams the rows
@@ -28,6 +28,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from mkefast._build import triton_interpreted
+
+from ._common import round_to
 
 __all__ = ["MAX_BLOCK_D", "_cosine_rec_bwd_kernel", "_cosine_rec_fwd_kernel"]
 
@@ -127,7 +129,7 @@ def _cosine_rec_bwd_kernel(
     grad_b_ptr,  # [N, d] out (written only when NEED_B)
     N, D,
     NEED_A: tl.constexpr, NEED_B: tl.constexpr, SINGLE_D: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < N
@@ -149,11 +151,16 @@ def _cosine_rec_bwd_kernel(
         dot, na, nb, sa, sb = _row_sums(a_ptr, b_ptr, offs, row_ok, D, BLOCK_D)
     c, den, free = _cosine(dot, na, nb, sa, sb)
     g = tl.load(grad_loss_ptr + rows, mask=row_ok, other=0.0)
-    k1 = -2.0 * g * c / den
+    # The row factors with 1/s_a, 1/s_b folded in, in an order that underflows only where the gradient itself
+    # does: with the floor active, den is huge and c tiny (rows ~1e-15: c ~ 1e-22, den ~ 1e22, gradient ~ 1e-29),
+    # and den s_a = 1e-8 / s_b there, so -2 g c / (den s_a) stays in range where -2 g c / den would not.
+    k = -2.0 * g * c
+    k1a = k / (den * sa)
+    k1b = k / (den * sb)
     # A clamped den is a constant: only the -2c b̂ / den term remains (and na or nb may be 0 there).
-    g2 = 2.0 * g * c * c
-    ka = tl.where(free, g2 / tl.where(free, na, 1.0), 0.0)
-    kb = tl.where(free, g2 / tl.where(free, nb, 1.0), 0.0)
+    g2 = -k * c
+    ka = tl.where(free, g2 / (tl.where(free, na, 1.0) * sa), 0.0)
+    kb = tl.where(free, g2 / (tl.where(free, nb, 1.0) * sb), 0.0)
     for d0 in range(0, D, BLOCK_D):
         if not SINGLE_D:
             cols = d0 + tl.arange(0, BLOCK_D)
@@ -161,8 +168,10 @@ def _cosine_rec_bwd_kernel(
             a = tl.load(a_ptr + offs[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32) / sa[:, None]
             b = tl.load(b_ptr + offs[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32) / sb[:, None]
         if NEED_A:
-            grad_a = (k1[:, None] * b + ka[:, None] * a) / sa[:, None]
-            tl.store(grad_a_ptr + offs[:, None] + cols[None, :], grad_a.to(grad_a_ptr.dtype.element_ty), mask=mask)
+            grad_a = k1a[:, None] * b + ka[:, None] * a
+            out = round_to(grad_a, grad_a_ptr.dtype.element_ty, INTERPRET)
+            tl.store(grad_a_ptr + offs[:, None] + cols[None, :], out, mask=mask)
         if NEED_B:
-            grad_b = (k1[:, None] * a + kb[:, None] * b) / sb[:, None]
-            tl.store(grad_b_ptr + offs[:, None] + cols[None, :], grad_b.to(grad_b_ptr.dtype.element_ty), mask=mask)
+            grad_b = k1b[:, None] * a + kb[:, None] * b
+            out = round_to(grad_b, grad_b_ptr.dtype.element_ty, INTERPRET)
+            tl.store(grad_b_ptr + offs[:, None] + cols[None, :], out, mask=mask)

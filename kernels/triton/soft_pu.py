@@ -58,15 +58,23 @@ Backward. With p_jk = exp(ℓ_jk - lse_j) and the upstream gradients g_lb, g_ulb
 
     ∂L/∂s_j = (1/τ) Σ_i Σ_k G_jk z_k,   ∂L/∂z_k = (1/τ) Σ_j G_jk s_j,   ∂L/∂τ = -(1/τ) Σ G_jk ℓ_jk
 
-p is formed in natural units, p = exp(ℓ' - lse) with ℓ' = u · ln 2 rounded as the forward rounded
-lse = (m + log2 l) · ln 2: where a row's largest logit dominates its denominator (an anchor close to its
-partner), the forward's lse equals that ℓ' exactly, so its p is exactly 1 and G = g (p - 1) keeps only what
-the other pairs contribute. Comparing base-2 u with lse · log2(e) instead would leave a rounding of ~1e-6 in
-that p − 1, which 1/τ turns into gradient errors far above the reference's. Every row of G sums to 0
-(Σ_k p = 1, Σ_{P11} C11 = g_lb [n11 > 0], Σ_{P10} C10 w = g_ulb a_ulb), so the τ-sum is accumulated as
-Σ G_jk (ℓ_jk - lse_j): the same value, without the cancellation of terms of size |ℓ| ≈ 1/τ. A row with an
-empty denominator has CP = 0 and gets lse = +inf from the host (p = 0 instead of exp(-inf + inf)), hence
-exactly zero gradient.
+p is formed in natural units, p = exp(ℓ' - lse) with ℓ' = u · ln 2, rounded exactly as the forward rounded the
+row maximum in lse = m ln 2 + log l: where a row's largest logit dominates its denominator (an anchor close to
+its partner), G = g (p - 1) there cancels, and p - 1 = -(the other pairs' share) carries only the final
+rounding of lse, as in the reference. Comparing base-2 u with lse · log2(e), or rounding m + log2 l before
+converting, would add roundings of ~1e-6 to that p - 1, which 1/τ turns into gradient errors several times
+the reference's. A row with an empty
+denominator has CP = 0 and gets lse = +inf from the host (p = 0 instead of exp(-inf + inf)), hence exactly zero
+gradient.
+
+∂L/∂τ. Each row needs Σ_k G_jk ℓ_jk. In exact arithmetic every row of G sums to 0 (with G = CP p - q,
+q = C11 [P11] + C10 w [P10]: Σ_k p = 1 and Σ_k q = CP), so any shift c of ℓ gives the same sum; after rounding
+it does not, and the two systematic errors are proportional to p: the float32 lse is off by δ (every p is
+scaled by e^{-δ}) and CP is rounded (ΔCP). They add (ΔCP - δ CP) Σ_k p_k (ℓ_k - c) to the row's sum, which
+vanishes for c = E_p[ℓ] = Σ p ℓ / Σ p, the softmax mean of ℓ. So the kernels return per row T = Σ G ℓ,
+Γ = Σ G, A = Σ p ℓ and S = Σ p, and the host forms Σ_k G (ℓ - E_p[ℓ]) = T - (A/S) Γ. (Shifting by lse
+instead also cancels them, but makes every term as large as |ℓ - lse|, and their rounding several times the
+reference's float32 error.)
 
 Each tile recomputes ℓ (one MMA), forms G elementwise and feeds it, rounded to the input dtype, to a second
 MMA. The deterministic default uses two kernels that each own their output rows and write them once:
@@ -85,7 +93,8 @@ writes a gradient `[rows, d]` owns one BLOCK_D-wide column block of it (program 
 Precision. Operands go to `tl.dot` in their own dtype (bf16/fp16 on the tensor cores) with fp32 accumulation;
 fp32 operands use `input_precision="ieee"` (exact fp32, no TF32). All statistics are fp32. Under the
 interpreter (INTERPRET) the operands are upcast to fp32 first, because its bf16 `dot` is wrong; G is still
-rounded to the input dtype first, so the interpreter reproduces the GPU's rounding.
+rounded to the input dtype first (to nearest, by `round_to`: the interpreter's own bf16 conversion does not),
+so the interpreter reproduces the GPU's rounding.
 
 Offsets. M·B·d exceeds 2^31 for large batches (B = 2^20, d = 256, M = 9), so every row offset is formed in
 int64 before the multiplication by d.
@@ -96,6 +105,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 from mkefast._build import triton_interpreted
+
+from ._common import round_to
 
 __all__ = [
     "INTERPRET",
@@ -226,20 +237,21 @@ def _rbf_weight(u, ref_u, fallback_pair, rbf_scale, log2_sigma, PHI: tl.constexp
 
 
 @triton.jit
-def _pair_grad(u, keep, lse, cp, c11, c10, ref_u, diag, fallback, p11, p10, rbf_scale, log2_sigma,
-               RBF: tl.constexpr, PHI: tl.constexpr):
-    """(G, ℓ) on the tile: G = ∂L/∂ℓ = CP p - C11 [P11] - C10 w [P10], with p = exp(ℓ - lse) on the pairs
-    `keep` (the denominator) and 0 elsewhere, ℓ = u ln 2 (module docstring: why natural units here). G is
-    exactly 0 off the denominator and on masked rows (zero constants)."""
+def _pair_terms(u, keep, lse, c11, c10, ref_u, diag, fallback, p11, p10, rbf_scale, log2_sigma, RBF: tl.constexpr,
+                PHI: tl.constexpr):
+    """(p, q, ℓ) on the tile, whose G = ∂L/∂ℓ = CP p - q: p = exp(ℓ - lse) on the pairs `keep` (the denominator)
+    and 0 elsewhere, q = C11 [P11] + C10 w [P10], ℓ = u ln 2 (module docstring: why p in natural units). Off the
+    denominator p = q = 0; masked rows have q = 0 and CP = 0."""
     ell = u * LN2
     # The select between the product and the difference also keeps the compiler from contracting them into
     # one FMA, which would skip the rounding of ℓ that the forward's lse went through.
-    g = cp * tl.exp2((tl.where(keep, ell, float("-inf")) - lse) * LOG2E) - tl.where(p11, c11, 0.0)
+    p = tl.exp2((tl.where(keep, ell, float("-inf")) - lse) * LOG2E)
+    q = tl.where(p11, c11, 0.0)
     if RBF:
-        g -= tl.where(p10, c10 * _rbf_weight(u, ref_u, fallback & diag, rbf_scale, log2_sigma, PHI), 0.0)
+        q += tl.where(p10, c10 * _rbf_weight(u, ref_u, fallback & diag, rbf_scale, log2_sigma, PHI), 0.0)
     else:
-        g -= tl.where(p10, c10, 0.0)
-    return g, ell
+        q += tl.where(p10, c10, 0.0)
+    return p, q, ell
 
 
 @triton.autotune(configs=_tile_configs(), key=_KEY)
@@ -380,7 +392,10 @@ def _soft_pu_fwd_kernel(
         w_sum += tl.sum(w, axis=1)
         wu += tl.sum(tl.where(p10, w * u, 0.0), axis=1)
 
-    lse = (m_i + tl.log2(l_i)) * LN2
+    # lse = ℓ_max + log l in natural units, with ℓ_max = m ln 2 rounded exactly as the backward rounds every
+    # ℓ = u ln 2 (the select keeps the compiler from fusing that product into the sum): the row's dominant pair
+    # then sees only lse's own final rounding in its p (module docstring, "p is formed in natural units").
+    lse = tl.where(m_i == float("-inf"), float("-inf"), m_i * LN2) + tl.log2(l_i) * LN2
     n11 = tl.load(n11_ptr + rows, mask=row_ok, other=0.0)
     n10 = tl.load(n10_ptr + rows, mask=row_ok, other=0.0)
     inv10 = 1.0 / tl.maximum(n10, 1.0)
@@ -405,16 +420,17 @@ def _load_row_constants(const_ptr, stat, row_ok, M, B_A):
 
 
 @triton.jit
-def _tau_shift(lse):
-    # Σ_k G = 0 per row, so G·(ℓ - lse) sums to the same as G·ℓ (module docstring); +inf marks an empty row.
-    return tl.where(lse == float("inf"), 0.0, lse)
+def _tau_sums(g, p, ell):
+    """Per row of the tile: (Σ G ℓ, Σ G, Σ p ℓ, Σ p), from which the host forms the row's Σ_k G ℓ (module
+    docstring, "∂L/∂τ")."""
+    return tl.sum(g * ell, axis=1), tl.sum(g, axis=1), tl.sum(p * ell, axis=1), tl.sum(p, axis=1)
 
 
 @triton.jit
-def _grad_tile(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, cp, c11, c10, ref, qk_scale,
-               rbf_scale, log2_sigma, RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr):
-    """(G, ℓ) of the `[anchors, candidates]` tile whose dot products <s_j, z_k> are `acc`; the per-anchor vectors
-    are `[BLOCK_M]`, the per-candidate ones `[BLOCK_N]`.
+def _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10, ref, qk_scale,
+                rbf_scale, log2_sigma, RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr):
+    """(p, q, ℓ) (`_pair_terms`) of the `[anchors, candidates]` tile whose dot products <s_j, z_k> are `acc`; the
+    per-anchor vectors are `[BLOCK_M]`, the per-candidate ones `[BLOCK_N]`.
 
     Every backward kernel forms its tiles in the forward's orientation and d order, so that ℓ is bitwise the
     forward's and the dominant pair of a row gets p = 1 exactly (module docstring).
@@ -425,8 +441,8 @@ def _grad_tile(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback,
     keep = col_ok[None, :]
     if EXCLUDE_DIAGONAL:
         keep = keep & (diag == 0)
-    return _pair_grad(u, keep, lse[:, None], cp[:, None], c11[:, None], c10[:, None], ref[:, None], diag,
-                      fallback[:, None], p11, p10, rbf_scale, log2_sigma, RBF, PHI)
+    return _pair_terms(u, keep, lse[:, None], c11[:, None], c10[:, None], ref[:, None], diag, fallback[:, None], p11,
+                       p10, rbf_scale, log2_sigma, RBF, PHI)
 
 
 @triton.autotune(configs=_tile_configs(), key=_KEY)
@@ -441,7 +457,7 @@ def _soft_pu_bwd_rows_kernel(
     n11_ptr,  # [B_a] float32 |P11|
     const_ptr,  # [5, M, B_a] float32 ROW_CONSTANTS
     grad_s_ptr,  # [B_a, d] out (GRAD_S), the dtype of the anchors
-    grad_t_ptr,  # [B_a] float32 out (GRAD_T): Σ_i Σ_k G_jk (ℓ_jk - lse_j)
+    tau_ptr,  # [4, M, B_a] float32 out (GRAD_T): the `_tau_sums` of every row
     M, B_A, B_C, D, diag_offset,
     qk_scale,  # log2(e) / τ
     rbf_scale,  # ln 2 / σ
@@ -466,11 +482,13 @@ def _soft_pu_bwd_rows_kernel(
     # One accumulator for every modality: the anchors' gradient is written once, in a fixed order.
     z_stride = tl.cast(B_C, tl.int64) * D  # B_c may be specialized to a constexpr (B_c = 1): cast, not .to
     grad = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    tau_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for mod in range(0, M):
         lse, cp, c11, c10, ref = _load_row_constants(const_ptr, mod * B_A + rows, row_ok, M, B_A)
-        shift = _tau_shift(lse)
         z_base = z_ptr + mod * z_stride
+        tau_t = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        tau_g = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        tau_a = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        tau_s = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k0 in range(0, B_C, BLOCK_N):
             cols = k0 + tl.arange(0, BLOCK_N)
             col_ok = cols < B_C
@@ -483,20 +501,30 @@ def _soft_pu_bwd_rows_kernel(
             else:
                 acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
             cls_k, lab_k = _load_candidates(cls_ptr, lab_ptr, cols, col_ok)
-            g, ell = _grad_tile(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, cp, c11, c10,
-                                ref, qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
+            p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10,
+                                    ref, qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
+            g = cp[:, None] * p - q
             if GRAD_T:
-                tau_sum += tl.sum(g * (ell - shift[:, None]), axis=1)
+                t_part, g_part, a_part, s_part = _tau_sums(g, p, ell)
+                tau_t += t_part
+                tau_g += g_part
+                tau_a += a_part
+                tau_s += s_part
             if GRAD_S:
                 if not SINGLE_D:
                     z_out = tl.load(z_base + z_rows[:, None] + d_out[None, :], mask=col_ok[:, None] & d_ok[None, :],
                                     other=0.0)
-                grad = _mma(g.to(z_out.dtype), z_out, grad, DOT_PRECISION, INTERPRET)
+                grad = _mma(round_to(g, z_out.dtype, INTERPRET), z_out, grad, DOT_PRECISION, INTERPRET)
+        if GRAD_T and pid_d == 0:  # every d block forms the same G; the first one writes the τ sums
+            plane = tl.cast(M, tl.int64) * B_A
+            tl.store(tau_ptr + mod * B_A + rows, tau_t, mask=row_ok)
+            tl.store(tau_ptr + plane + mod * B_A + rows, tau_g, mask=row_ok)
+            tl.store(tau_ptr + 2 * plane + mod * B_A + rows, tau_a, mask=row_ok)
+            tl.store(tau_ptr + 3 * plane + mod * B_A + rows, tau_s, mask=row_ok)
     if GRAD_S:
         out = grad_s_ptr + s_rows[:, None] + d_out[None, :]
-        tl.store(out, (grad * inv_temp).to(grad_s_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
-    if GRAD_T and pid_d == 0:  # every d block forms the same G; the first one writes the τ partial sums
-        tl.store(grad_t_ptr + rows, tau_sum, mask=row_ok)
+        tl.store(out, round_to(grad * inv_temp, grad_s_ptr.dtype.element_ty, INTERPRET),
+                 mask=row_ok[:, None] & d_ok[None, :])
 
 
 @triton.jit
@@ -505,7 +533,7 @@ def _anchor_block_tile(s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k
                        RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
                        INTERPRET: tl.constexpr):
-    """(G, ℓ, lse, s_out, rows, row_ok, s_rows) of anchor block j0 against the column-parallel kernels' candidate
+    """(G, p, ℓ, s_out, rows, row_ok, s_rows) of anchor block j0 against the column-parallel kernels' candidate
     block; s_out / z_tile are the anchors' / candidates' d block of the output (all of d when SINGLE_D)."""
     rows = j0 + tl.arange(0, BLOCK_M)
     row_ok = rows < B_A
@@ -518,9 +546,9 @@ def _anchor_block_tile(s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k
                    INTERPRET)
     else:
         acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
-    g, ell = _grad_tile(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, cp, c11, c10, ref,
-                        qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
-    return g, ell, lse, s_out, rows, row_ok, s_rows
+    p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10, ref,
+                            qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
+    return cp[:, None] * p - q, p, ell, s_out, rows, row_ok, s_rows
 
 
 @triton.autotune(configs=_tile_configs(), key=_KEY)
@@ -559,12 +587,13 @@ def _soft_pu_bwd_cols_kernel(
             s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
             EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
-        grad = _mma(tl.trans(g.to(s_out.dtype)), s_out, grad, DOT_PRECISION, INTERPRET)
+        grad = _mma(tl.trans(round_to(g, s_out.dtype, INTERPRET)), s_out, grad, DOT_PRECISION, INTERPRET)
     out = grad_z_ptr + mod * B_C * D + z_rows[:, None] + d_out[None, :]
-    tl.store(out, (grad * inv_temp).to(grad_z_ptr.dtype.element_ty), mask=col_ok[:, None] & d_ok[None, :])
+    tl.store(out, round_to(grad * inv_temp, grad_z_ptr.dtype.element_ty, INTERPRET),
+             mask=col_ok[:, None] & d_ok[None, :])
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY, reset_to_zero=["grad_s_ptr", "grad_t_ptr"])
+@triton.autotune(configs=_tile_configs(), key=_KEY, reset_to_zero=["grad_s_ptr", "tau_ptr"])
 @triton.jit
 def _soft_pu_bwd_atomic_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -576,7 +605,7 @@ def _soft_pu_bwd_atomic_kernel(
     n11_ptr,  # [B_a] float32 |P11|
     const_ptr,  # [5, M, B_a] float32 ROW_CONSTANTS
     grad_s_ptr,  # [B_a, d] float32 out, zero-filled: atomically accumulated over candidate blocks and modalities
-    grad_t_ptr,  # [B_a] float32 out (GRAD_T), zero-filled: Σ_i Σ_k G_jk (ℓ_jk - lse_j), atomically
+    tau_ptr,  # [4, M, B_a] float32 out (GRAD_T), zero-filled: the `_tau_sums` of every row, atomically
     grad_z_ptr,  # [M, B_c, d] out, the dtype of the candidates
     M, B_A, B_C, D, diag_offset,
     qk_scale, rbf_scale, log2_sigma, inv_temp,
@@ -599,17 +628,22 @@ def _soft_pu_bwd_atomic_kernel(
 
     grad = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
-        g, ell, lse, s_out, rows, row_ok, s_rows = _anchor_block_tile(
+        g, p, ell, s_out, rows, row_ok, s_rows = _anchor_block_tile(
             s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
             EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
-        g_low = g.to(s_out.dtype)
+        g_low = round_to(g, s_out.dtype, INTERPRET)
         grad = _mma(tl.trans(g_low), s_out, grad, DOT_PRECISION, INTERPRET)
         partial = _mma(g_low, z_tile, tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32), DOT_PRECISION, INTERPRET)
         tl.atomic_add(grad_s_ptr + s_rows[:, None] + d_out[None, :], partial * inv_temp,
                       mask=row_ok[:, None] & d_ok[None, :], sem="relaxed")
         if GRAD_T and pid_d == 0:
-            tau_part = tl.sum(g * (ell - _tau_shift(lse)[:, None]), axis=1)
-            tl.atomic_add(grad_t_ptr + rows, tau_part, mask=row_ok, sem="relaxed")
+            t_part, g_part, a_part, s_part = _tau_sums(g, p, ell)
+            plane = tl.cast(M, tl.int64) * B_A
+            tl.atomic_add(tau_ptr + mod * B_A + rows, t_part, mask=row_ok, sem="relaxed")
+            tl.atomic_add(tau_ptr + plane + mod * B_A + rows, g_part, mask=row_ok, sem="relaxed")
+            tl.atomic_add(tau_ptr + 2 * plane + mod * B_A + rows, a_part, mask=row_ok, sem="relaxed")
+            tl.atomic_add(tau_ptr + 3 * plane + mod * B_A + rows, s_part, mask=row_ok, sem="relaxed")
     out = grad_z_ptr + mod * B_C * D + z_rows[:, None] + d_out[None, :]
-    tl.store(out, (grad * inv_temp).to(grad_z_ptr.dtype.element_ty), mask=col_ok[:, None] & d_ok[None, :])
+    tl.store(out, round_to(grad * inv_temp, grad_z_ptr.dtype.element_ty, INTERPRET),
+             mask=col_ok[:, None] & d_ok[None, :])

@@ -210,6 +210,15 @@ def _row_constants(targets: SoftPUTargets, stats: SoftPUStats, grad_lb: Tensor, 
     return torch.stack([lse, cp, c11, c10, _kernel_ref(stats.ref)]).contiguous()
 
 
+def _temperature_partials(tau_sums: Tensor, options: SoftPUOptions) -> Tensor:
+    """Per-anchor shares `[B_a]` of ∂L/∂τ = -(1/τ) Σ_ik G ℓ from the kernels' row sums (T, Γ, A, S) =
+    (Σ G ℓ, Σ G, Σ p ℓ, Σ p) `[4, M, B_a]`: Σ_k G ℓ = T - (A/S) Γ per row, the sum about the softmax mean of ℓ,
+    which cancels the rounding of lse and CP (kernels' module docstring, "∂L/∂τ")."""
+    t, gamma, a, s = tau_sums
+    rows = t - torch.where(s > 0, a / s, 0.0) * gamma
+    return rows.sum(0) * (-1.0 / options.temperature)
+
+
 def soft_pu_bwd(
     anchors: Tensor,  # [B_a, d]
     candidates: Tensor,  # [M, B_c, d]
@@ -254,13 +263,13 @@ def soft_pu_bwd(
         return (_cdiv(b_c, meta["BLOCK_N"]), m, n_dblocks)
 
     grad_anchors = grad_candidates = None
-    # Per-anchor Σ G (ℓ - lse): zero-filled for the atomic kernel, which adds into it.
-    grad_t = torch.zeros(b_a, device=anchors.device, dtype=torch.float32)
+    # Per row: T, Γ, A, S (kernels' module docstring, "∂L/∂τ"); zero-filled for the atomic kernel.
+    tau_sums = torch.zeros(4, m, b_a, device=anchors.device, dtype=torch.float32)
     if needs_anchors and needs_candidates and ATOMIC_BACKWARD:
         grad_acc = torch.zeros(b_a, d, device=anchors.device, dtype=torch.float32)
         grad_candidates = torch.empty_like(candidates)
         soft_pu._soft_pu_bwd_atomic_kernel[col_grid](
-            anchors, candidates, *labels, consts, grad_acc, grad_t, grad_candidates, *scalars,
+            anchors, candidates, *labels, consts, grad_acc, tau_sums, grad_candidates, *scalars,
             GRAD_T=needs_temperature, **meta,
         )
         grad_anchors = grad_acc.to(anchors.dtype)
@@ -271,7 +280,7 @@ def soft_pu_bwd(
             # kernel does not write still needs a valid pointer.
             soft_pu._soft_pu_bwd_rows_kernel[lambda meta: (_cdiv(b_a, meta["BLOCK_M"]),
                                                            n_dblocks if needs_anchors else 1)](
-                anchors, candidates, *labels, consts, grad_t if grad_anchors is None else grad_anchors, grad_t,
+                anchors, candidates, *labels, consts, tau_sums if grad_anchors is None else grad_anchors, tau_sums,
                 *scalars, GRAD_S=needs_anchors, GRAD_T=needs_temperature, **meta,
             )
         if needs_candidates:
@@ -279,8 +288,7 @@ def soft_pu_bwd(
             soft_pu._soft_pu_bwd_cols_kernel[col_grid](
                 anchors, candidates, *labels, consts, grad_candidates, *scalars, **meta,
             )
-    # ∂L/∂τ = -(1/τ) Σ G ℓ = -(1/τ) Σ G (ℓ - lse), as every row of G sums to 0.
-    temperature = grad_t * (-1.0 / options.temperature) if needs_temperature else None
+    temperature = _temperature_partials(tau_sums, options) if needs_temperature else None
     return SoftPUGrads(grad_anchors, grad_candidates, temperature)
 
 
@@ -331,5 +339,6 @@ def cosine_rec_bwd(
         reconstruction, target, grad_loss.float().contiguous(),
         grad_a if grad_a is not None else placeholder, grad_b if grad_b is not None else placeholder,
         n, d, NEED_A=needs_reconstruction, NEED_B=needs_target, SINGLE_D=d <= block_d, BLOCK_D=block_d,
+        INTERPRET=cosine.INTERPRET,
     )
     return grad_a, grad_b
