@@ -38,6 +38,7 @@ INTERPRET: bool = triton_interpreted()
 # Widest feature block held in registers; wider rows are processed in MAX_BLOCK_D chunks.
 MAX_BLOCK_D = 4096
 EPS: tl.constexpr = tl.constexpr(1e-8)
+FLT_MIN: tl.constexpr = tl.constexpr(1.1754943508222875e-38)  # the smallest normal float32
 
 
 def _row_configs() -> list[triton.Config]:
@@ -96,9 +97,13 @@ def _row_sums(a_ptr, b_ptr, offs, row_ok, D, BLOCK_D: tl.constexpr):
 @triton.jit
 def _cosine(dot, na, nb, sa, sb):
     """(c, den, free) with den = max(|â| |b̂|, f), the floor f = 1e-8 / (s_a s_b) in the scaled units, and free =
-    [den is not clamped]; the norms are multiplied as the reference does."""
+    [den is not clamped]; the norms are multiplied as the reference does.
+
+    f underflows for a zero row against one near the format's maximum (s_a s_b > 1e30); the smallest normal
+    number stands in for it there, which changes nothing but the 0 / 0: the numerator is 0 wherever it happens.
+    """
     norms = tl.sqrt(na) * tl.sqrt(nb)
-    floor = (EPS / sa) / sb
+    floor = tl.maximum((EPS / sa) / sb, FLT_MIN)
     den = tl.maximum(norms, floor)
     return dot / den, den, norms > floor
 

@@ -297,6 +297,20 @@ def test_cosine_scale_free(d):
         assert torch.equal(only_a[0], grads[0]) and torch.equal(only_b[1], grads[1])
 
 
+def test_cosine_zero_row_against_a_huge_row():
+    """The 1e-8 floor divided by the rows' scales underflows for a zero row against one near float32's maximum:
+    the loss is still 1, the gradients 0, nothing NaN (as in the reference)."""
+    a = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    b = torch.tensor([[3e38, -1.0, 2e38], [3e38, -1.0, 2e38]])
+    grad = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    rows = _backend().cosine_rec_fwd(a.to(DEV), b.to(DEV))
+    grads = _backend().cosine_rec_bwd(a.to(DEV), b.to(DEV), grad.float().to(DEV), True, True)
+    for name, got, want in zip(("rows", "grad_a", "grad_b"), (rows, *grads), cosine_reference(a, b, grad), strict=True):
+        assert torch.isfinite(got).all(), name
+        torch.testing.assert_close(got.double().cpu(), want.double(), rtol=1e-5, atol=1e-30)
+    assert rows[0] == 1 and (grads[0][0] == 0).all() and (grads[1][0] == 0).all()
+
+
 def test_cosine_nan_in_nan_out():
     a, b = torch.randn(5, 7), torch.randn(5, 7)
     a[2, 3] = math.nan
