@@ -19,12 +19,14 @@ def test_cli_mfeat_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
                "--epochs", "1", "--batch-size", "256", "--json", str(path)])
     assert rc == 0
     result = json.loads(path.read_text())
-    variants = {"robult", "supervised", "robult_no_rec", "robult_no_lb", "robult_no_ulb", "robult_no_sup"}
+    variants = {"robult", "supervised", "robult_no_rec", "robult_no_lb", "robult_no_ulb", "robult_no_sup", "gmc",
+                "robult_mke", "self_training"}
     assert set(result["accuracy"]) == variants
     for acc in result["accuracy"].values():
         assert set(acc) == {"full", "fou", "mor"}
         assert all(0.0 <= a <= 100.0 for a in acc.values())
     assert result["config"]["views"] == ["fou", "mor"] and result["config"]["seed"] == 3
+    assert result["config"]["mke_teacher_view"] is None
     assert result["config"]["device"] == default_device()
     assert set(result["provenance"]) >= {"mkefast", "git_sha", "torch", "date"}
     assert "robult_no_sup" in capsys.readouterr().out
@@ -52,6 +54,10 @@ def test_cli_argument_validation(capsys: pytest.CaptureFixture[str]) -> None:
     assert "backend" in err and err.count("\n") == 1
     assert main(["robult", "mfeat", "--views", "fou,kar", "--device", "tpu0", "--epochs", "1"]) == 2
     assert "device" in capsys.readouterr().err
+    assert main(["robult", "mfeat", "--views", "fou,kar", "--variants", "robult_mke", "--mke-teacher-view", "zer",
+                 "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "teacher_view" in err and err.count("\n") == 1
     for bad in (["--labeled-fraction", "0"], ["--labeled-fraction", "1.5"], ["--epochs", "0"]):
         with pytest.raises(SystemExit):
             main(["robult", "mfeat", "--views", "fou,kar", *bad])
