@@ -34,12 +34,17 @@ def test_cli_mfeat_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_cli_synthetic_writes_json(tmp_path: Path) -> None:
     path = tmp_path / "synthetic.json"
-    rc = main(["robult", "synthetic", "--samples", "200", "--labeled-fraction", "0.5", "--epochs", "1",
-               "--variants", "robult,supervised", "--json", str(path)])
+    rc = main(["robult", "synthetic", "--samples", "400", "--labeled-fraction", "0.5", "--epochs", "1",
+               "--variants", "robult,supervised,gmc,self_training", "--redundant-bits", "1", "--synergistic-bits", "1",
+               "--noise", "0.3", "--json", str(path)])
     assert rc == 0
     result = json.loads(path.read_text())
-    assert set(result["accuracy"]) == {"robult", "supervised"}
+    assert set(result["accuracy"]) == {"robult", "supervised", "gmc", "self_training"}
     assert set(result["accuracy"]["robult"]) == {"full", "m0", "m1"}
+    config = result["config"]
+    bits = (config["redundant_bits"], config["unique_bits"], config["synergistic_bits"], config["noise"])
+    assert bits == (1, 1, 1, 0.3)
+    assert main(["robult", "synthetic", "--unique-bits", "-1", "--epochs", "1"]) == 2
 
 
 def test_cli_argument_validation(capsys: pytest.CaptureFixture[str]) -> None:

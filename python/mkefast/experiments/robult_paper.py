@@ -213,9 +213,11 @@ def _run_mfeat(args: argparse.Namespace) -> int:
 def _run_synthetic(args: argparse.Namespace) -> int:
     from mkefast.data.synthetic import make_synthetic
 
-    data = make_synthetic(args.samples, num_modalities=args.modalities, seed=args.data_seed)
+    bits = {"redundant_bits": args.redundant_bits, "unique_bits": args.unique_bits,
+            "synergistic_bits": args.synergistic_bits, "noise": args.noise}
+    data = make_synthetic(args.samples, num_modalities=args.modalities, seed=args.data_seed, **bits)
     return _run(args, data, {"dataset": "synthetic", "samples": args.samples, "modalities": args.modalities,
-                             "data_seed": args.data_seed})
+                             "data_seed": args.data_seed, **bits})
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -247,6 +249,10 @@ def add_parser(subparsers: Any) -> None:
     synthetic.add_argument("--samples", type=positive_int, default=2000)
     synthetic.add_argument("--modalities", type=positive_int, default=2)
     synthetic.add_argument("--data-seed", type=int, default=0)
+    synthetic.add_argument("--redundant-bits", type=int, default=2, help="label bits every view carries")
+    synthetic.add_argument("--unique-bits", type=int, default=1, help="label bits only its own view carries, per view")
+    synthetic.add_argument("--synergistic-bits", type=int, default=0, help="label bits only all views together carry")
+    synthetic.add_argument("--noise", type=float, default=0.6, help="std of the noise on each ±1 signal")
     synthetic.add_argument("--variants", default="robult,robult_no_rec,supervised",
                            help="comma-separated models to train")
     synthetic.set_defaults(func=_run_synthetic)
