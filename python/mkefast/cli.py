@@ -10,7 +10,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from mkefast._build import build_config, git_sha
@@ -29,13 +29,46 @@ _EXTRAS = {"sklearn": ("scikit-learn", "experiments"), "matplotlib": ("matplotli
 
 # Errors that a user causes (a bad option value, a missing or unreadable file, a backend that cannot run here);
 # anything else is a bug in mkefast and keeps its traceback.
-_USER_ERRORS = (BackendUnavailableError, ValueError, TypeError, FileNotFoundError, IsADirectoryError,
-                NotADirectoryError, PermissionError)
+_USER_ERRORS = (BackendUnavailableError, ValueError, TypeError, FileNotFoundError, FileExistsError,
+                IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The formatter of every `mkefast` command: each option's help ends with its default, and descriptions
-    keep their line breaks (they hold examples)."""
+    keep their line breaks (they hold examples).
+
+    A required option has no default to show, and an option whose default is None says in its help what
+    happens without it (`(default: no checkpoints)`) rather than "(default: None)".
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.required or (action.default is None and "default" in (action.help or "")):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of `mkefast` and of every subcommand (`add_subparsers` makes its parsers of the same class).
+
+    Its help shows the defaults (`HelpFormatter`), and a mistake on the command line is one line
+    `mkefast <command>: error: ...` and exit status 2, as an error while the command runs (argparse would
+    print the usage first, several lines for the experiment commands; `--help` shows it).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # argparse reports options no parser knows from the top parser; name the command they were given to.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "command_name", self.prog)
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)}\n")
+        return parsed
 
 
 def version_string() -> str:
@@ -77,20 +110,33 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mkefast", formatter_class=HelpFormatter,
+def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers that run a command: those without subcommands under `parser`."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        yield parser
+    for group in groups:
+        for sub in dict.fromkeys(group.choices.values()):  # aliases map to the same parser
+            yield from _leaves(sub)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="mkefast",
         description="mkefast: fused contrastive losses and reference trainers for semi-supervised multimodal "
                     "learning (MKE, Robult). `mkefast info` says what was built and which backends run here.")
     parser.add_argument("--version", action=_VersionAction, help="print the version and git commit, then exit")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="what was built and which backends can run here", formatter_class=HelpFormatter,
+    sub = parser.add_subparsers(dest="command", required=True, help="the command to run")
+    info = sub.add_parser("info", help="what was built and which backends can run here",
                           description="What was built (compiled modules, and why one is missing), and which "
                                       "backends can run in this environment.")
     info.add_argument("--json", action="store_true", help="print the build configuration as JSON")
     info.set_defaults(func=_info)
     for module in _COMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)
+    # Errors name the command as the user typed it (`mkefast robult mfeat`), as argparse's own errors do.
+    for leaf in _leaves(parser):
+        leaf.set_defaults(command_name=leaf.prog)
     return parser
 
 
@@ -115,13 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        print(f"mkefast {args.command}: interrupted", file=sys.stderr)
+        print(f"{args.command_name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         message = user_error_message(exc)
         if message is None:
             raise
-        print(f"mkefast {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args.command_name}: error: {message}", file=sys.stderr)
         return 2
 
 

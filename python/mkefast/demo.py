@@ -130,6 +130,9 @@ def _save_figure(ctx: DemoContext, path: Path) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Runs every section, prints the table and saves the figure to `args.out`."""
+    from mkefast.experiments.common import require_modules
+
+    require_modules("sklearn", "matplotlib")
     # The demo's models are tiny: one thread avoids inter-thread overhead that dwarfs the math.
     torch.set_num_threads(1)
     ctx = DemoContext()
@@ -151,7 +154,11 @@ def main(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """Registers `mkefast demo`."""
-    demo = subparsers.add_parser("demo", help="a one-minute tour: knowledge expansion on TwoMoon and mfeat")
-    demo.add_argument("--out", default="mkefast-demo.png", help="where to save the figure")
+    from mkefast.experiments.common import output_file
+
+    demo = subparsers.add_parser("demo", help="a one-minute tour: knowledge expansion on TwoMoon and mfeat",
+                                 description="A one-minute tour: knowledge expansion on TwoMoon and mfeat, then "
+                                             "Robult with views missing at test time.")
+    demo.add_argument("--out", type=output_file, default="mkefast-demo.png", help="where to save the figure (PNG)")
     demo.set_defaults(func=main)
 

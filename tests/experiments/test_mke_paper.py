@@ -85,7 +85,8 @@ def test_cli_mfeat_writes_json(tmp_path: Path) -> None:
                      checkpoint=False)
     assert set(payload["accuracy"]) == set(MODELS) and payload["config"]["soft_labels"] is True  # type: ignore[index, arg-type]
     assert payload["config"]["teacher_train"]["batch_size"] == 128  # type: ignore[index]
-    assert main(["mke", "mfeat", "--teacher-view", "nope", "--student-views", "zer"]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["mke", "mfeat", "--teacher-view", "nope", "--student-views", "zer"])
 
 
 @pytest.mark.parametrize("change", [

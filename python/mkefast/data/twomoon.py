@@ -20,9 +20,12 @@ import torch
 
 from mkefast.data.mfeat import MultiViewData, MultiViewSplit, MultiViewTensors
 
-__all__ = ["TWOMOON_VIEWS", "load_twomoon", "split_twomoon", "twomoon_seeds"]
+__all__ = ["MAX_TWOMOON_SEEDS", "TWOMOON_VIEWS", "load_twomoon", "split_twomoon", "twomoon_seeds"]
 
 TWOMOON_VIEWS: tuple[str, str] = ("xa", "xb")
+
+MAX_TWOMOON_SEEDS = 1000
+"""`twomoon_seeds` draws distinct seeds from range(MAX_TWOMOON_SEEDS)."""
 
 
 def load_twomoon(n_samples: int = 500, *, noise: float = 0.1, random_state: int = 42) -> MultiViewData:
@@ -79,11 +82,11 @@ def split_twomoon(data: MultiViewData | None = None, *, test_size: float = 0.4, 
 
 
 def twomoon_seeds(n: int = 10, *, base_seed: int = 42) -> list[int]:
-    """The run seeds: `n` distinct integers in [0, 1000) drawn by `random.Random(base_seed)`.
+    """The run seeds: `n` distinct integers in [0, MAX_TWOMOON_SEEDS) drawn by `random.Random(base_seed)`.
 
     The paper averages 10 runs with seeds drawn after `random.seed(42)`; its exact draw is not published,
     so this fixes one (`random.Random(42).sample(range(1000), n)`).
     """
-    if not 1 <= n <= 1000:
-        raise ValueError(f"n: expected a number of seeds in [1, 1000], got {n}")
-    return random.Random(base_seed).sample(range(1000), n)
+    if not 1 <= n <= MAX_TWOMOON_SEEDS:
+        raise ValueError(f"n: expected a number of seeds in [1, {MAX_TWOMOON_SEEDS}], got {n}")
+    return random.Random(base_seed).sample(range(MAX_TWOMOON_SEEDS), n)

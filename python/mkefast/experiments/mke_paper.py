@@ -35,7 +35,25 @@ from torch import Tensor
 
 from mkefast.data.labels import pseudo_labels
 from mkefast.data.mfeat import MultiViewData, MultiViewSplit, MultiViewTensors
-from mkefast.experiments.common import add_device_argument, positive_int, write_json
+from mkefast.experiments.common import (
+    MAX_SEED,
+    add_device_argument,
+    add_progress_argument,
+    existing_dir,
+    existing_file,
+    int_range,
+    name_list,
+    nonnegative_float,
+    one_name,
+    open_fraction,
+    output_dir,
+    output_file,
+    positive_int,
+    probability,
+    require_modules,
+    seed_int,
+    write_json,
+)
 from mkefast.models.mke_classifier import PERTURBATION_KINDS, MKEClassifier, Perturbation
 from mkefast.train.common import accuracy, fingerprint, seed_everything
 from mkefast.train.mke_trainer import TrainConfig, train_classifier
@@ -378,7 +396,10 @@ def _config_from_args(args: argparse.Namespace, config: MKEConfig) -> MKEConfig:
     if args.perturbation is not None:
         if args.strength is None and args.perturbation != "none":
             raise ValueError("--strength: required with --perturbation")
-        perturbation = Perturbation.of(args.perturbation, args.strength or 0.0)
+        try:
+            perturbation = Perturbation.of(args.perturbation, args.strength or 0.0)
+        except ValueError as exc:
+            raise ValueError(f"--strength: {exc}") from None
     return replace(config, perturbation=perturbation, teacher_train=teacher_train, student_train=student_train,
                    soft_labels=args.soft, threshold=args.threshold, rounds=args.rounds)
 
@@ -386,6 +407,7 @@ def _config_from_args(args: argparse.Namespace, config: MKEConfig) -> MKEConfig:
 def _twomoon_command(args: argparse.Namespace) -> int:
     from mkefast.data.twomoon import split_twomoon, twomoon_seeds
 
+    require_modules("sklearn", *(("matplotlib",) if args.plot else ()))
     if args.protocol == "paper" or args.differences:
         from mkefast.experiments.mke_paper_protocol import paper_command
 
@@ -397,7 +419,7 @@ def _twomoon_command(args: argparse.Namespace) -> int:
     seeds = twomoon_seeds(args.seeds)
     config = _config_from_args(args, twomoon_config())
     start = time.perf_counter()
-    show = None if args.progress else False
+    show = args.progress
     out = run_seeds(lambda seed: split, config, seeds, checkpoint_dir=args.checkpoint_dir, show_progress=show)
     print(f"TwoMoon, {len(seeds)} seeds, perturbation {config.perturbation.describe()}"
           f"{', double softmax' if args.double_softmax else ''}")
@@ -410,14 +432,14 @@ def _twomoon_command(args: argparse.Namespace) -> int:
         for kind, cells in out["table2"]["grid"].items():
             print(f"  {kind:<8}" + "  ".join(f"{s}: {c['noisy_student']:.2f} / {c['mm_student']:.2f}"
                                             for s, c in cells.items()))
+    out["config"] = {**config.to_dict(), "data": "twomoon", "seeds": seeds,
+                     "seconds": round(time.perf_counter() - start, 1)}
+    write_json(args.json, out)
     if args.plot:
         result = run_mke(split, replace(config, models=("um_student", "mm_student")), seed=seeds[0],
                          show_progress=show)
         plot_twomoon(split, result, args.plot)
         print(f"plot: {args.plot}")
-    out["config"] = {**config.to_dict(), "data": "twomoon", "seeds": seeds,
-                     "seconds": round(time.perf_counter() - start, 1)}
-    write_json(args.json, out)
     return 0
 
 
@@ -425,18 +447,23 @@ def _multiview_command(args: argparse.Namespace, source: str, load: Callable[[tu
                        meta: Mapping[str, Any]) -> int:
     """`mkefast mke <source>` for any multi-view data set: `load(views)` reads the student's views, which
     are split per seed (`split_multiview`) with `--labeled-fraction`."""
-    from mkefast.data.mfeat import split_multiview
+    from mkefast.data.mfeat import split_indices, split_multiview
 
-    student_views = tuple(v.strip() for v in args.student_views.split(",") if v.strip())
+    require_modules("sklearn")
+    if args.seed + args.seeds - 1 > MAX_SEED:
+        raise ValueError(f"--seed, --seeds: the last seed, {args.seed + args.seeds - 1}, is above {MAX_SEED}")
+    student_views = args.student_views
     if args.teacher_view not in student_views:
         student_views = (args.teacher_view, *student_views)
     data = load(student_views)
     config = _config_from_args(args, mfeat_config(args.teacher_view, student_views))
     seeds = list(range(args.seed, args.seed + args.seeds))
+    # Every seed's split is checked before the first model trains: data too small for one fails now.
+    for seed in seeds:
+        split_indices(data.labels, labeled_fraction=args.labeled_fraction, seed=seed)
     start = time.perf_counter()
     out = run_seeds(lambda seed: split_multiview(data, labeled_fraction=args.labeled_fraction, seed=seed),
-                    config, seeds, checkpoint_dir=args.checkpoint_dir,
-                    show_progress=None if args.progress else False)
+                    config, seeds, checkpoint_dir=args.checkpoint_dir, show_progress=args.progress)
     print(f"{source}, teacher {args.teacher_view}, students {'+'.join(student_views)}, "
           f"{args.labeled_fraction:g} labeled, seeds {seeds}, perturbation {config.perturbation.describe()}")
     print(format_table(out["accuracy"], out["std"]))
@@ -452,44 +479,77 @@ def _mfeat_command(args: argparse.Namespace) -> int:
     return _multiview_command(args, "mfeat", lambda views: load_mfeat(views, data_dir=args.data_dir), {})
 
 
+def _npz_command(args: argparse.Namespace) -> int:
+    from mkefast.data.npz import load_npz
+
+    return _multiview_command(args, "npz", lambda views: load_npz(args.path, views), {"path": str(args.path)})
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--perturbation", choices=PERTURBATION_KINDS,
                         help="the students' perturbation (default: the data set's)")
-    parser.add_argument("--strength", type=float, help="v0 (input), v1 (hidden) or r0 (dropout)")
+    parser.add_argument("--strength", type=nonnegative_float,
+                        help="the strength of --perturbation, required with it: v0 (input), v1 (hidden) or r0 "
+                             "(dropout, below 1) (default: the data set's)")
     parser.add_argument("--soft", action="store_true", help="soft pseudo labels (KL) instead of hard ones")
-    parser.add_argument("--threshold", type=float, default=0.0,
-                        help="drop unlabeled rows whose teacher confidence is below this")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of expansion (student -> teacher)")
+    parser.add_argument("--threshold", type=probability, default=0.0,
+                        help="drop unlabeled rows whose teacher confidence is below this, in [0, 1)")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="rounds of expansion (student -> teacher)")
     parser.add_argument("--double-softmax", action="store_true",
                         help="softmax before cross-entropy, as the official notebook (for its numbers)")
-    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
-    parser.add_argument("--student-epochs", type=int, help="override the students' epochs")
+    parser.add_argument("--teacher-epochs", type=positive_int, help="the teacher's epochs (default: the data set's)")
+    parser.add_argument("--student-epochs", type=positive_int, help="the students' epochs (default: the data set's)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="mini-batches of this many rows (default: full batch, the paper's protocol)")
     add_device_argument(parser)
-    parser.add_argument("--checkpoint-dir", help="save per-stage checkpoints here and resume from them")
-    parser.add_argument("--progress", action="store_true", help="show progress bars")
-    parser.add_argument("--json", help="write the results as JSON to this file")
+    parser.add_argument("--checkpoint-dir", type=output_dir,
+                        help="save per-stage checkpoints here and resume from them (default: no checkpoints)")
+    add_progress_argument(parser)
+    parser.add_argument("--json", type=output_file, help="write the results as JSON to this file (default: print only)")
 
 
-def _add_multiview(parser: argparse.ArgumentParser) -> None:
-    """The options of a multi-view data set split per seed (`_multiview_command`)."""
-    parser.add_argument("--teacher-view", required=True, help="the teacher's view")
-    parser.add_argument("--student-views", required=True, help="comma-separated views of the MM student")
-    parser.add_argument("--labeled-fraction", type=float, default=0.05, help="labeled share of the train part")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (split and models)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of consecutive seeds")
+def _add_multiview(parser: argparse.ArgumentParser, views: Sequence[str] | None) -> None:
+    """The options of a multi-view data set split per seed (`_multiview_command`) whose view names are `views`
+    (None: known only once the data are read)."""
+    parser.add_argument("--teacher-view", required=True, type=one_name(views), help="the teacher's view")
+    parser.add_argument("--student-views", required=True, type=name_list(views),
+                        help="comma-separated views of the MM students (the teacher's is added if missing)")
+    parser.add_argument("--labeled-fraction", type=open_fraction, default=0.05,
+                        help="labeled share of the training part (70%% of the rows), in (0, 1)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="first seed (split and models)")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="number of consecutive seeds")
     _add_common(parser)
 
 
+_NPZ_DESCRIPTION = """\
+MKE on your own data: a teacher that reads one view, students that read several.
+
+FILE.npz holds one 2-D float array [N, f] per view (its key is the view's name) and `labels`, the class
+id 0..K-1 of each of the N rows, e.g. np.savez("mydata.npz", image=x_image, text=x_text, labels=y).
+The rows are split and standardized as for `mkefast mke mfeat` (30% test, then --labeled-fraction of
+the rest labeled), and the JSON has the same fields.
+
+example:
+  mkefast mke npz --path mydata.npz --teacher-view image --student-views image,text --json mke.json
+"""
+
+
 def add_parser(subparsers: Any) -> None:
-    """Registers `mkefast mke {twomoon,mfeat}`."""
-    mke = subparsers.add_parser("mke", help="Multimodal Knowledge Expansion experiments")
-    sub = mke.add_subparsers(dest="dataset", required=True)
-    twomoon = sub.add_parser("twomoon", help="the paper's TwoMoon experiment (Table 2, Figure 3)")
-    twomoon.add_argument("--seeds", type=int, default=10, help="number of seeds (drawn from seed 42)")
+    """Registers `mkefast mke {twomoon,mfeat,npz}`."""
+    from mkefast.data.mfeat import MFEAT_VIEWS
+    from mkefast.data.twomoon import MAX_TWOMOON_SEEDS
+
+    mke = subparsers.add_parser("mke", help="Multimodal Knowledge Expansion experiments",
+                                description="Multimodal Knowledge Expansion: a teacher trained on the labeled rows "
+                                            "of one view labels the rest for multimodal students.")
+    sub = mke.add_subparsers(dest="dataset", required=True, help="the data set")
+    twomoon = sub.add_parser("twomoon", help="the paper's TwoMoon experiment (Table 2, Figure 3)",
+                             description="The MKE paper's TwoMoon experiment (Table 2, Figure 3).")
+    twomoon.add_argument("--seeds", type=int_range(1, MAX_TWOMOON_SEEDS), default=10,
+                         help="number of seeds (drawn from seed 42)")
     twomoon.add_argument("--table2", action="store_true", help="also run the paper's Table 2 grid")
-    twomoon.add_argument("--plot", help="save the decision boundaries (Figure 3) to this PNG")
+    twomoon.add_argument("--plot", type=output_file,
+                         help="save the decision boundaries (Figure 3) to this PNG (default: no plot)")
     twomoon.add_argument("--protocol", choices=("ours", "paper"), default="ours",
                          help="ours (one teacher per seed, cross-entropy on logits; default) or the paper's "
                               "notebook protocol, which gives its published numbers")
@@ -497,7 +557,15 @@ def add_parser(subparsers: Any) -> None:
                          help="with --protocol paper: measure each difference between the protocols alone")
     _add_common(twomoon)
     twomoon.set_defaults(func=_twomoon_command)
-    mfeat = sub.add_parser("mfeat", help="UCI Multiple Features: a one-view teacher, a multi-view student")
-    mfeat.add_argument("--data-dir", help="folder of mfeat-<view>.csv files (default: the shipped copy)")
-    _add_multiview(mfeat)
+    mfeat = sub.add_parser("mfeat", help="UCI Multiple Features: a one-view teacher, a multi-view student",
+                           description=f"UCI Multiple Features (2000 digits), views {', '.join(MFEAT_VIEWS)}: "
+                                       "a one-view teacher, multi-view students.")
+    mfeat.add_argument("--data-dir", type=existing_dir,
+                       help="folder of mfeat-<view>.csv files (default: the copy shipped with mkefast)")
+    _add_multiview(mfeat, MFEAT_VIEWS)
     mfeat.set_defaults(func=_mfeat_command)
+    npz = sub.add_parser("npz", help="your own views and labels from an .npz file", description=_NPZ_DESCRIPTION)
+    npz.add_argument("--path", required=True, type=existing_file, metavar="FILE.npz",
+                     help="the .npz file: one 2-D array per view, and labels")
+    _add_multiview(npz, None)
+    npz.set_defaults(func=_npz_command)

@@ -20,8 +20,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mkefast._build import BACKEND_NAMES
 from mkefast.data.mfeat import MultiViewData
-from mkefast.experiments.common import add_device_argument, fraction, positive_int, write_json
+from mkefast.experiments.common import (
+    add_device_argument,
+    add_progress_argument,
+    check_backend,
+    existing_dir,
+    existing_file,
+    fraction,
+    int_range,
+    name_list,
+    nonnegative_float,
+    one_name,
+    output_file,
+    positive_float,
+    positive_int,
+    probability,
+    require_modules,
+    seed_int,
+    write_json,
+)
 from mkefast.experiments.robult_baselines import (
     train_gmc_variant,
     train_robult_mke_variant,
@@ -29,7 +48,7 @@ from mkefast.experiments.robult_baselines import (
 )
 from mkefast.models.mlp import MLP
 from mkefast.models.robult_model import Robult
-from mkefast.train.common import accuracy, resolve_device, seed_everything, to_device
+from mkefast.train.common import accuracy, progress, resolve_device, seed_everything, to_device
 from mkefast.train.robult_trainer import RobultConfig, RobultTrainer, evaluate
 
 __all__ = ["ALL_VARIANTS", "BASELINE_VARIANTS", "ROBULT_VARIANTS", "add_parser", "format_table", "run_experiment",
@@ -74,12 +93,14 @@ def supervised_network(in_features: Sequence[int], num_classes: int, *, encoder_
 
 def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config: RobultConfig, steps: int,
                      *, encoder_hidden: Sequence[int] = (256,), hidden_size: int = 128,
-                     classifier_hidden: Sequence[int] = ()) -> nn.Module:
+                     classifier_hidden: Sequence[int] = (), desc: str = "supervised",
+                     show_progress: bool | None = None) -> nn.Module:
     """The supervised baseline: Robult's encoder f + classifier c on the given labeled views only.
 
     One view gives the per-view baseline; several are concatenated (early fusion). Cross-entropy on the
     labeled rows with Robult's optimizer settings, for `steps` updates (give it as many as Robult makes,
-    so that the few labeled rows do not leave it under-trained), on `config.device`.
+    so that the few labeled rows do not leave it under-trained), on `config.device`. `desc` and
+    `show_progress` are those of `mkefast.train.common.progress`.
 
     Returns:
         A module mapping a list of views `[B, f_i]` to logits `[B, K]`, in eval mode.
@@ -93,7 +114,8 @@ def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config:
     n = len(labels)
     batch = n if config.batch_size is None else min(config.batch_size, n)
     perm, lo = torch.randperm(n), 0
-    for _ in range(steps):
+    bar = progress(range(steps), desc=desc, enabled=show_progress)
+    for _ in bar:
         if lo + batch > n:
             perm, lo = torch.randperm(n), 0
         idx = perm[lo:lo + batch].to(device)
@@ -102,6 +124,7 @@ def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        bar.set_stats(loss=loss)
     return net.eval()
 
 
@@ -139,7 +162,8 @@ def run_experiment(data: MultiViewData, *, labeled_fraction: float, seed: int, c
                 net = train_supervised([split.labeled.views[n] for n in cond_names], split.labeled.labels,
                                        num_classes, config, steps, **{k: v for k, v in kwargs.items() if k in
                                                                ("encoder_hidden", "hidden_size",
-                                                                "classifier_hidden")})
+                                                                "classifier_hidden")},
+                                       desc=f"supervised {cond}", show_progress=show_progress)
                 acc[cond] = accuracy(net, ([split.test.views[n] for n in cond_names], split.test.labels))
             results[variant] = acc
             continue
@@ -155,8 +179,8 @@ def run_experiment(data: MultiViewData, *, labeled_fraction: float, seed: int, c
             results[variant] = train_self_training_variant(split, config, num_classes, steps, model_kwargs=kwargs)
             continue
         model = Robult([train_views[n].shape[1] for n in names], num_classes, modality_names=names, **kwargs)
-        RobultTrainer(model, replace(config, **ROBULT_VARIANTS[variant]),
-                      show_progress=show_progress).fit(train_views, train_labels, labeled)
+        RobultTrainer(model, replace(config, **ROBULT_VARIANTS[variant]), show_progress=show_progress,
+                      desc=variant).fit(train_views, train_labels, labeled)
         results[variant] = evaluate(model, split.test.views, split.test.labels)
     return results
 
@@ -179,20 +203,22 @@ def _config_from_args(args: argparse.Namespace) -> RobultConfig:
 
 
 def _variants(text: str) -> tuple[str, ...]:
-    variants = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not variants:
-        raise ValueError("--variants: expected at least one name")
-    return variants
+    """argparse type of --variants: names from `ALL_VARIANTS`."""
+    return name_list(ALL_VARIANTS)(text)
 
 
 def _run(args: argparse.Namespace, data: MultiViewData, meta: Mapping[str, Any]) -> int:
     """Runs the variants of `--variants` on `data` (any multi-view data set), prints the table, writes the
     JSON with `meta` (what identifies the data) and the options."""
     config = _config_from_args(args)
+    check_backend(config.backend, args.device)
+    if args.mke_teacher_view is not None and args.mke_teacher_view not in data.views:
+        raise ValueError(f"--mke-teacher-view: expected one of the views {', '.join(data.views)}, "
+                         f"got {args.mke_teacher_view!r}")
     start = time.perf_counter()
     accuracy_by_variant = run_experiment(data, labeled_fraction=args.labeled_fraction, seed=args.seed,
-                                         config=config, variants=_variants(args.variants),
-                                         mke_teacher_view=args.mke_teacher_view)
+                                         config=config, variants=args.variants,
+                                         mke_teacher_view=args.mke_teacher_view, show_progress=args.progress)
     print(format_table(accuracy_by_variant))
     write_json(args.json, {"accuracy": accuracy_by_variant, "config": {
         **meta, "labeled_fraction": args.labeled_fraction, "seed": args.seed,
@@ -204,15 +230,23 @@ def _run(args: argparse.Namespace, data: MultiViewData, meta: Mapping[str, Any])
 def _run_mfeat(args: argparse.Namespace) -> int:
     from mkefast.data.mfeat import load_mfeat
 
-    views = [v.strip() for v in args.views.split(",") if v.strip()]
-    if len(views) < 2:
-        raise ValueError(f"--views: expected at least two comma-separated views, got {args.views!r}")
+    require_modules("sklearn")
+    views = list(args.views)
     return _run(args, load_mfeat(views, data_dir=args.data_dir), {"dataset": "mfeat", "views": views})
+
+
+def _run_npz(args: argparse.Namespace) -> int:
+    from mkefast.data.npz import load_npz
+
+    require_modules("sklearn")
+    views = list(args.views)
+    return _run(args, load_npz(args.path, views), {"dataset": "npz", "path": str(args.path), "views": views})
 
 
 def _run_synthetic(args: argparse.Namespace) -> int:
     from mkefast.data.synthetic import make_synthetic
 
+    require_modules("sklearn")
     bits = {"redundant_bits": args.redundant_bits, "unique_bits": args.unique_bits,
             "synergistic_bits": args.synergistic_bits, "noise": args.noise}
     data = make_synthetic(args.samples, num_modalities=args.modalities, seed=args.data_seed, **bits)
@@ -221,40 +255,81 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labeled-fraction", type=fraction, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=positive_int, default=RobultConfig.epochs)
-    parser.add_argument("--batch-size", type=positive_int, default=RobultConfig.batch_size)
-    parser.add_argument("--lr", type=float, default=RobultConfig.lr)
-    parser.add_argument("--pseudo-threshold", type=float, default=RobultConfig.pseudo_threshold)
-    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--labeled-fraction", type=fraction, default=0.05,
+                        help="labeled share of the training part (70%% of the rows), in (0, 1]")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the split and of every model")
+    parser.add_argument("--epochs", type=positive_int, default=RobultConfig.epochs,
+                        help="passes over the training rows")
+    parser.add_argument("--batch-size", type=int_range(2), default=RobultConfig.batch_size,
+                        help="rows per step (>= 2: the contrastive loss is batchwise)")
+    parser.add_argument("--lr", type=positive_float, default=RobultConfig.lr, help="AdamW learning rate")
+    parser.add_argument("--pseudo-threshold", type=probability, default=RobultConfig.pseudo_threshold,
+                        help="pseudo labels whose confidence is below this are not used, in [0, 1)")
+    parser.add_argument("--backend", choices=(*BACKEND_NAMES, "auto"), default="auto",
+                        help="backend of the soft-PU and cosine losses (auto: the fastest that runs here)")
     add_device_argument(parser)
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--mke-teacher-view", default=None,
-                        help="robult_mke: the view of the MKE teacher (default: the first view)")
-    parser.add_argument("--json", default=None, help="write the results as JSON to this path")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    parser.add_argument("--mke-teacher-view", type=one_name(), default=None,
+                        help="robult_mke: the view of the MKE teacher, one of the views (default: the first view)")
+    add_progress_argument(parser)
+    parser.add_argument("--json", type=output_file, default=None,
+                        help="write the results as JSON to this file (default: print only)")
+
+
+_NPZ_DESCRIPTION = """\
+Robult on your own data: the variants of --variants trained on the views of --views, each then tested
+with every view and with each view alone (a modality missing at test time).
+
+FILE.npz holds one 2-D float array [N, f] per view (its key is the view's name) and `labels`, the class
+id 0..K-1 of each of the N rows, e.g. np.savez("mydata.npz", image=x_image, text=x_text, labels=y).
+The rows are split and standardized as for `mkefast robult mfeat` (30% test, then --labeled-fraction of
+the rest labeled), and the JSON has the same fields.
+
+example:
+  mkefast robult npz --path mydata.npz --views image,text --json robult.json
+"""
 
 
 def add_parser(subparsers: Any) -> None:
-    """Registers `mkefast robult {mfeat,synthetic}`."""
-    robult = subparsers.add_parser("robult", help="Robult vs supervised baselines and ablations")
-    kinds = robult.add_subparsers(dest="dataset", required=True)
-    mfeat = kinds.add_parser("mfeat", help="UCI Multiple Features, any views")
-    mfeat.add_argument("--views", required=True, help="comma-separated view names, >= 2 (e.g. fou,kar)")
-    mfeat.add_argument("--data-dir", default=None, help="folder of mfeat-<view>.csv (default: shipped copy)")
-    mfeat.add_argument("--variants", default=",".join(ALL_VARIANTS),
-                       help="comma-separated models to train (default: all)")
+    """Registers `mkefast robult {mfeat,synthetic,npz}`."""
+    from mkefast.data.mfeat import MFEAT_VIEWS
+
+    robult = subparsers.add_parser("robult", help="Robult vs supervised baselines and ablations",
+                                   description="Robult against supervised baselines and its ablations, with "
+                                               "views missing at test time.")
+    kinds = robult.add_subparsers(dest="dataset", required=True, help="the data set")
+    mfeat = kinds.add_parser("mfeat", help="UCI Multiple Features, any views",
+                             description=f"UCI Multiple Features (2000 digits), views {', '.join(MFEAT_VIEWS)}.")
+    mfeat.add_argument("--views", required=True, type=name_list(MFEAT_VIEWS, minimum=2),
+                       help="comma-separated view names, at least two (e.g. fou,kar)")
+    mfeat.add_argument("--data-dir", type=existing_dir, default=None,
+                       help="folder of mfeat-<view>.csv files (default: the copy shipped with mkefast)")
+    mfeat.add_argument("--variants", type=_variants, default=",".join(ALL_VARIANTS),
+                       help="comma-separated models to train")
     mfeat.set_defaults(func=_run_mfeat)
-    synthetic = kinds.add_parser("synthetic", help="generated views with redundant/unique/synergistic bits")
-    synthetic.add_argument("--samples", type=positive_int, default=2000)
-    synthetic.add_argument("--modalities", type=positive_int, default=2)
-    synthetic.add_argument("--data-seed", type=int, default=0)
-    synthetic.add_argument("--redundant-bits", type=int, default=2, help="label bits every view carries")
-    synthetic.add_argument("--unique-bits", type=int, default=1, help="label bits only its own view carries, per view")
-    synthetic.add_argument("--synergistic-bits", type=int, default=0, help="label bits only all views together carry")
-    synthetic.add_argument("--noise", type=float, default=0.6, help="std of the noise on each ±1 signal")
-    synthetic.add_argument("--variants", default="robult,robult_no_rec,supervised",
+    synthetic = kinds.add_parser("synthetic", help="generated views with redundant/unique/synergistic bits",
+                                 description="Generated views whose label has redundant, unique and synergistic "
+                                             "bits (mkefast.data.synthetic).")
+    synthetic.add_argument("--samples", type=positive_int, default=2000, help="rows to generate")
+    synthetic.add_argument("--modalities", type=int_range(2), default=2, help="views to generate")
+    synthetic.add_argument("--data-seed", type=seed_int, default=0, help="seed of the generated data")
+    synthetic.add_argument("--redundant-bits", type=int_range(0), default=2, help="label bits every view carries")
+    synthetic.add_argument("--unique-bits", type=int_range(0), default=1,
+                           help="label bits only its own view carries, per view")
+    synthetic.add_argument("--synergistic-bits", type=int_range(0), default=0,
+                           help="label bits only all views together carry")
+    synthetic.add_argument("--noise", type=nonnegative_float, default=0.6,
+                           help="std of the Gaussian noise on each ±1 signal")
+    synthetic.add_argument("--variants", type=_variants, default="robult,robult_no_rec,supervised",
                            help="comma-separated models to train")
     synthetic.set_defaults(func=_run_synthetic)
-    for p in (mfeat, synthetic):
+    npz = kinds.add_parser("npz", help="your own views and labels from an .npz file", description=_NPZ_DESCRIPTION)
+    npz.add_argument("--path", required=True, type=existing_file, metavar="FILE.npz",
+                     help="the .npz file: one 2-D array per view, and labels")
+    npz.add_argument("--views", required=True, type=name_list(minimum=2),
+                     help="comma-separated views (keys of the file), at least two")
+    npz.add_argument("--variants", type=_variants, default=",".join(ALL_VARIANTS),
+                     help="comma-separated models to train")
+    npz.set_defaults(func=_run_npz)
+    for p in (mfeat, synthetic, npz):
         _add_common(p)

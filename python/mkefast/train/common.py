@@ -1,4 +1,5 @@
-"""What the trainers share: seeding, devices, batches, accuracy, progress bars and checkpoints that cannot lie."""
+"""What the trainers share: seeding, devices, batches, accuracy, progress (bars on a terminal, lines in a log)
+and checkpoints that cannot lie."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TextIO, TypeVar, cast
 
 import numpy as np
 import torch
@@ -17,7 +19,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "PROGRESS_LINE_SECONDS",
     "Checkpointer",
+    "Progress",
     "TensorBatches",
     "accuracy",
     "check_device",
@@ -45,16 +49,110 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, enabled: bool | None = None,
-             leave: bool = False) -> Iterator[T]:
-    """A tqdm bar on stderr when it is a terminal (or `enabled=True`), the plain iterable otherwise."""
-    if enabled is None:
-        enabled = sys.stderr.isatty() and os.environ.get("MKEFAST_PROGRESS", "1") != "0"
-    if not enabled:
-        return iter(iterable)
-    from tqdm.auto import tqdm
+PROGRESS_LINE_SECONDS = 10.0
+"""Where nobody sees a bar (stderr is not a terminal: a log file, CI), `Progress` prints a line at least this
+often while a loop runs, and one when it ends."""
 
-    return iter(tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True))
+
+def _stat(value: float | Tensor) -> str:
+    return f"{float(value):.4g}"
+
+
+class Progress(Generic[T]):
+    """Progress of a loop where people watch it; iterate over it as over `iterable`.
+
+    - `"bar"`: a tqdm bar on the stream (for a terminal), erased at the end unless `leave`.
+    - `"lines"`: for a log file or CI, a line `mkefast: <desc>: <unit> <i>/<total>, <stats>, <seconds> s` every
+      `PROGRESS_LINE_SECONDS` and one at the end of the loop (one per stage of an experiment).
+    - `"off"`: nothing.
+
+    `set_stats(loss=...)` gives the numbers to show with the count (floats, or scalar tensors that are read
+    only when they are shown, so that a GPU loop is not synchronized every step).
+
+    Args:
+        iterable: what the loop iterates over.
+        desc: what the loop is (e.g. `"seed 0 teacher"`).
+        total: its length, when `iterable` has none (e.g. a generator).
+        mode: `"bar"`, `"lines"` or `"off"` (`progress` chooses).
+        unit: what one item is (`"epoch"`).
+        leave: keep the bar on the terminal after the loop.
+        stream: where to write (default: `sys.stderr` when the loop starts).
+    """
+
+    def __init__(self, iterable: Iterable[T], *, desc: str, total: int | None = None, mode: str = "lines",
+                 unit: str = "step", leave: bool = False, stream: TextIO | None = None) -> None:
+        if mode not in ("bar", "lines", "off"):
+            raise ValueError(f"mode: expected 'bar', 'lines' or 'off', got {mode!r}")
+        self.iterable, self.desc, self.mode, self.unit, self.leave = iterable, desc, mode, unit, leave
+        self.total = total if total is not None or not isinstance(iterable, Sized) else len(iterable)
+        self.stream = stream
+        self.stats: dict[str, float | Tensor] = {}
+
+    def set_stats(self, **stats: float | Tensor) -> None:
+        """The numbers to show next (they replace those given before)."""
+        self.stats = {k: v.detach() if isinstance(v, Tensor) else v for k, v in stats.items()}
+
+    def _stats_text(self) -> str:
+        return ", ".join(f"{k} {_stat(v)}" for k, v in self.stats.items())
+
+    def __iter__(self) -> Iterator[T]:
+        if self.mode == "off":
+            yield from self.iterable
+        elif self.mode == "bar":
+            yield from self._bar()
+        else:
+            yield from self._lines()
+
+    def _bar(self) -> Iterator[T]:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(self.iterable, desc=self.desc, total=self.total, leave=self.leave, unit=self.unit,
+                   dynamic_ncols=True, file=self.stream or sys.stderr)
+        shown = time.monotonic()
+        try:
+            for item in bar:
+                yield item
+                if self.stats and time.monotonic() - shown >= bar.mininterval:
+                    bar.set_postfix_str(self._stats_text(), refresh=False)
+                    shown = time.monotonic()
+        finally:
+            bar.close()
+
+    def _lines(self) -> Iterator[T]:
+        stream = self.stream or sys.stderr
+        start = last = time.monotonic()
+        count = shown = 0
+
+        def line() -> None:
+            of = f"/{self.total}" if self.total is not None else ""
+            stats = self._stats_text()
+            print(f"mkefast: {self.desc}: {self.unit} {count}{of}, {stats + ', ' if stats else ''}"
+                  f"{time.monotonic() - start:.1f} s", file=stream, flush=True)
+
+        for item in self.iterable:
+            yield item
+            count += 1
+            if time.monotonic() - last >= PROGRESS_LINE_SECONDS:
+                line()
+                last, shown = time.monotonic(), count
+        if count != shown:
+            line()
+
+
+def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, enabled: bool | None = None,
+             leave: bool = False, unit: str = "step") -> Progress[T]:
+    """The progress of a loop, shown where it will be seen: a tqdm bar when stderr is a terminal, lines
+    when it is not (a log file, CI: see `Progress`), nothing when disabled.
+
+    Args:
+        iterable, desc, total, leave, unit: see `Progress`.
+        enabled: True to report, False for nothing, None (the default) to report unless the environment
+            sets `MKEFAST_PROGRESS=0`.
+    """
+    if enabled is None:
+        enabled = os.environ.get("MKEFAST_PROGRESS", "1").strip() != "0"
+    mode = "off" if not enabled else "bar" if sys.stderr.isatty() else "lines"
+    return Progress(iterable, desc=desc, total=total, mode=mode, unit=unit, leave=leave)
 
 
 def check_device(device: object) -> str | None:

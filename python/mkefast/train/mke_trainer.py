@@ -268,8 +268,9 @@ def train_classifier(
         soft, threshold: the teacher's labels are soft, and rows below this confidence are left out.
         checkpoint: file to save to and resume from.
         checkpoint_key: what else identifies the run (e.g. the experiment's settings and data).
-        desc: progress bar label.
-        show_progress: force the bar on or off (default: on when stderr is a terminal).
+        desc: what the progress report calls this run.
+        show_progress: report progress (a bar on a terminal, a line every few seconds and at the end in a log),
+            or not; None: unless `MKEFAST_PROGRESS=0` (`mkefast.train.common.progress`).
 
     Raises:
         ValueError: inconsistent inputs, a device that is not here, or an unreadable checkpoint.
@@ -317,8 +318,8 @@ def train_classifier(
     start, _ = checkpointer.restore(model, optimizer, generators)
 
     model.train()
-    for epoch in progress(range(start, config.epochs), desc=desc, total=config.epochs - start,
-                          enabled=show_progress):
+    epochs = progress(range(start, config.epochs), desc=desc, enabled=show_progress, unit="epoch")
+    for epoch in epochs:
         for batch_views, batch_targets, batch_mask in epoch_batches():
             if batch_mask is not None and not bool(batch_mask.any()):
                 continue  # the teacher is confident about no row of this batch: nothing to learn from
@@ -326,6 +327,7 @@ def train_classifier(
             loss = student_loss(model, batch_views, batch_targets, batch_mask, double_softmax=config.double_softmax)
             loss.backward()
             optimizer.step()
+            epochs.set_stats(loss=loss)
         checkpointer.maybe_save(epoch + 1, model, optimizer, generators)
     if start < config.epochs:
         checkpointer.maybe_save(config.epochs, model, optimizer, generators, force=True)

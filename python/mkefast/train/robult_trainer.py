@@ -349,7 +349,9 @@ class RobultTrainer:
         checkpoint_every: save period in epochs.
         checkpoint_key: what else identifies the run (describe the data here when it comes from a loader,
             whose content is not fingerprinted).
-        show_progress: a progress bar (None: when stderr is a terminal).
+        show_progress: report progress (a bar on a terminal, a line every few seconds and at the end in a log),
+            or not; None: unless `MKEFAST_PROGRESS=0` (`mkefast.train.common.progress`).
+        desc: what the progress report calls this run.
     """
 
     def __init__(
@@ -362,6 +364,7 @@ class RobultTrainer:
         checkpoint_every: int = 50,
         checkpoint_key: Mapping[str, Any] | None = None,
         show_progress: bool | None = None,
+        desc: str = "robult",
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every: expected a period >= 1, got {checkpoint_every}")
@@ -371,7 +374,7 @@ class RobultTrainer:
         self.teacher = teacher
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.checkpoint_key = dict(checkpoint_key or {})
-        self.show_progress = show_progress
+        self.show_progress, self.desc = show_progress, desc
         self.optimizer = make_optimizer(self.model, self.config)
         self.history: list[dict[str, float]] = []
 
@@ -449,8 +452,8 @@ class RobultTrainer:
         if start:
             self.history = list(extra["history"])
 
-        for epoch in progress(range(start, config.epochs), desc="robult", total=config.epochs - start,
-                              enabled=self.show_progress):
+        epochs = progress(range(start, config.epochs), desc=self.desc, enabled=self.show_progress, unit="epoch")
+        for epoch in epochs:
             model.train()
             sums = dict.fromkeys(LOSS_KEYS, 0.0)
             steps = labeled_rows = 0
@@ -472,6 +475,7 @@ class RobultTrainer:
             if val is not None and (epoch + 1) % eval_every == 0:
                 record["val"] = self._validate(val)
             self.history.append(record)
+            epochs.set_stats(**record)
             checkpointer.maybe_save(epoch + 1, model, self.optimizer, generators, {"history": self.history},
                                     force=epoch + 1 == config.epochs)
         if config.sup_weight == 0 and config.probe_epochs > 0:
