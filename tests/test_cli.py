@@ -139,7 +139,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "text.npz").write_text("not an archive\n")
     (root / "afile").write_text("a file, not a directory\n")
     shipped = [line.split(",") for line in _csv_lines()]
-    for fault in ("cell", "short", "header"):
+    for fault in ("cell", "short", "header", "two", "negative", "gaps"):
         folder = root / f"csv_{fault}"
         folder.mkdir()
         rows = [list(r) for r in shipped]
@@ -147,9 +147,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
             rows[5][3] = "abc"
         elif fault == "short":
             rows[7] = rows[7][:-2]
-        else:
+        elif fault == "header":
             rows = rows[:1]
+        elif fault == "two":
+            rows = rows[:3]
+        elif fault == "negative":
+            rows[5][-1] = "-1"
+        else:
+            rows = [rows[0], *([*r[:-1], str(2 * int(r[-1]))] for r in rows[1:])]
         (folder / "mfeat-mor.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    # Checkpoint folders whose first stage (`seed0-teacher.pt`) is damaged, or a torch file of something else.
+    for fault in ("corrupt", "foreign"):
+        (root / f"ckpt_{fault}").mkdir()
+    (root / "ckpt_corrupt" / "seed0-teacher.pt").write_bytes(b"PK\x03\x04 cut short")
+    torch.save({"weights": torch.zeros(2)}, root / "ckpt_foreign" / "seed0-teacher.pt")
     return root
 
 
@@ -172,6 +183,7 @@ def _status(argv: list[str]) -> int | str | None:
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 MFEAT = ["mke", "mfeat", "--teacher-view", "mor", "--student-views", "mor,zer"]
+MFEAT_MOR = ["mke", "mfeat", "--teacher-view", "mor", "--student-views", "mor"]
 NPZ_MKE = ["mke", "npz", "--teacher-view", "a", "--student-views", "a,b", "--path"]
 NPZ_ROBULT = ["robult", "npz", "--views", "a,b", "--path"]
 ROBULT = ["robult", "mfeat", "--views", "fou,kar"]
@@ -230,6 +242,23 @@ MISTAKES = [
                  id="csv-short-row"),
     pytest.param([*MFEAT, "--data-dir", "{dir}/csv_header"], "mke mfeat", "mfeat-mor.csv: only a header",
                  id="csv-only-header"),
+    pytest.param([*MFEAT_MOR, "--data-dir", "{dir}/csv_two"], "mke mfeat", "csv_two: labels: expected at least two",
+                 id="csv-two-rows"),
+    pytest.param([*MFEAT_MOR, "--data-dir", "{dir}/csv_negative"], "mke mfeat",
+                 "csv_negative: labels: expected class ids >= 0, got -1 at row 4", id="csv-label-negative"),
+    pytest.param([*MFEAT_MOR, "--data-dir", "{dir}/csv_gaps"], "mke mfeat",
+                 "csv_gaps: labels: expected the class ids 0..K-1", id="csv-label-gaps"),
+    pytest.param([*MFEAT, "--checkpoint-dir", "{dir}/ckpt_corrupt"], "mke mfeat",
+                 "checkpoint {dir}/ckpt_corrupt/seed0-teacher.pt: cannot be read", id="checkpoint-corrupt"),
+    pytest.param([*MFEAT, "--checkpoint-dir", "{dir}/ckpt_foreign"], "mke mfeat",
+                 "checkpoint {dir}/ckpt_foreign/seed0-teacher.pt: not an mkefast training checkpoint",
+                 id="checkpoint-foreign"),
+    pytest.param(["mke", "twomoon", "--differences", "--protocol", "ours"], "mke twomoon",
+                 "--differences: only with --protocol paper", id="differences-without-paper"),
+    pytest.param(["mke", "twomoon", "--protocol", "paper", "--soft"], "mke twomoon",
+                 "--soft: not part of --protocol paper", id="paper-protocol-soft"),
+    pytest.param(["mke", "twomoon", "--protocol", "fancy"], "mke twomoon", "argument --protocol",
+                 id="protocol-name"),
     pytest.param([*NPZ_MKE, "{dir}/missing.npz"], "mke npz", "argument --path", id="npz-missing"),
     pytest.param([*NPZ_MKE, "{dir}"], "mke npz", "argument --path", id="npz-directory"),
     pytest.param([*NPZ_MKE, "{dir}/text.npz"], "mke npz", "text.npz: not a NumPy .npz archive", id="npz-text"),
@@ -272,6 +301,20 @@ MISTAKES = [
     pytest.param([*ROBULT, "--threads", "0"], "robult mfeat", "argument --threads", id="threads"),
     pytest.param([*ROBULT, "--epochs", "0"], "robult mfeat", "argument --epochs", id="epochs-0"),
     pytest.param([*ROBULT, "--seed", "-1"], "robult mfeat", "argument --seed", id="robult-seed"),
+    pytest.param([*ROBULT, "--variants", "robult_mke", "--mke-teacher-view", "zer"], "robult mfeat",
+                 "--mke-teacher-view: expected one of the views fou, kar, got 'zer'", id="mke-teacher-view"),
+    pytest.param([*ROBULT, "--mke-teacher-view", "fou,kar"], "robult mfeat", "argument --mke-teacher-view",
+                 id="two-mke-teachers"),
+    pytest.param(["robult", "synthetic", "--unique-bits", "-1"], "robult synthetic", "argument --unique-bits",
+                 id="unique-bits"),
+    pytest.param(["robult", "synthetic", "--redundant-bits", "x"], "robult synthetic", "argument --redundant-bits",
+                 id="redundant-bits"),
+    pytest.param(["robult", "synthetic", "--synergistic-bits", "-2"], "robult synthetic",
+                 "argument --synergistic-bits", id="synergistic-bits"),
+    pytest.param(["robult", "synthetic", "--redundant-bits", "17"], "robult synthetic", "expected 1 to 16 label bits",
+                 id="too-many-bits"),
+    pytest.param(["robult", "synthetic", "--noise", "-0.1"], "robult synthetic", "argument --noise", id="noise"),
+    pytest.param(["robult", "synthetic", "--noise", "nan"], "robult synthetic", "argument --noise", id="noise-nan"),
     pytest.param(["robult", "synthetic", "--modalities", "1"], "robult synthetic", "argument --modalities",
                  id="modalities"),
     pytest.param(["robult", "synthetic", "--data-seed", "-1"], "robult synthetic", "argument --data-seed",
