@@ -6,20 +6,94 @@ import csv
 import math
 
 import pytest
+import torch
 
-from mkefast.bench import cosine_rec, soft_pu
-from mkefast.bench.runner import COLUMNS, Case, append_csv, measure, run_sweep
+from mkefast.bench import clip, cosine_rec, memory, soft_pu, supcon
+from mkefast.bench.runner import (
+    COLUMNS,
+    Case,
+    OpSpec,
+    append_csv,
+    measure,
+    measure_in_subprocess,
+    mode_callables,
+    run_sweep,
+)
 from mkefast.cli import main
 
+SPECS = {spec.name: spec for spec in (soft_pu.SPEC, supcon.SPEC, clip.SPEC, cosine_rec.SPEC)}
 
-@pytest.mark.parametrize("spec,mode", [(soft_pu.SPEC, "fwd"), (soft_pu.SPEC, "bwd"), (cosine_rec.SPEC, "fwd+bwd")],
-                         ids=["soft_pu-fwd", "soft_pu-bwd", "cosine_rec-fwd+bwd"])
-def test_measure_in_process(spec, mode):
-    case = Case(op=spec.name, provider="reference", device="cpu", dtype="float32", B=16, d=8, M=2, mode=mode,
-                repeats=3, warmup=1)
-    result = measure(spec, case)
+
+def _case(spec: OpSpec, provider: str, mode: str = "fwd+bwd", **kw) -> Case:
+    fields = dict(op=spec.name, provider=provider, device="cpu", dtype="float32", B=16, d=8,
+                  M=2 if spec.has_modalities else 1, mode=mode, repeats=3, warmup=1)
+    return Case(**{**fields, **kw})
+
+
+@pytest.mark.parametrize("spec,provider,mode", [
+    (soft_pu.SPEC, "reference", "fwd"), (soft_pu.SPEC, "cpu", "bwd"), (cosine_rec.SPEC, "reference", "fwd+bwd"),
+    (supcon.SPEC, supcon.PML, "fwd+bwd"), (supcon.SPEC, "cpu", "bwd"), (clip.SPEC, clip.DENSE, "fwd+bwd"),
+    (clip.SPEC, "cpu", "fwd"),
+], ids=lambda v: v if isinstance(v, str) else v.name)
+def test_measure_in_process(spec, provider, mode):
+    result = measure(spec, _case(spec, provider, mode))
     assert result["ms_p20"] <= result["ms_median"] <= result["ms_p80"]
     assert result["peak_mem_mb"] >= 0
+
+
+def _loss_and_grads(spec: OpSpec, case: Case) -> list[torch.Tensor]:
+    state = spec.prepare(case)
+    value = spec.loss(case, state)()
+    leaves = spec.leaves(state)
+    grads = torch.autograd.grad(value, leaves, torch.tensor(0.7))
+    return [value.detach(), *grads]
+
+
+@pytest.mark.parametrize("op", sorted(SPECS))
+def test_every_provider_computes_the_same_loss(op):
+    """What a benchmark times is the same math for every provider (peers included): loss and gradients of
+    every leaf (the clip benchmark's learnable log-scale too) equal the reference backend's."""
+    spec = SPECS[op]
+    want = _loss_and_grads(spec, _case(spec, "reference", B=24))
+    # The compiled reference has its own test (compilation takes long); the Triton interpreter is tested in
+    # tests/backends.
+    providers = [p for p in spec.providers("cpu") if p not in ("reference", "reference_compiled", "triton")]
+    assert "cpu" in providers and (op not in ("supcon", "clip") or providers[-1] in (supcon.PML, clip.DENSE))
+    for provider in providers:
+        got = _loss_and_grads(spec, _case(spec, provider, B=24))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6, msg=lambda m, p=provider: f"{p}: {m}")
+
+
+def test_compiled_reference_is_the_reference():
+    spec = supcon.SPEC
+    want = _loss_and_grads(spec, _case(spec, "reference", B=24))
+    got = _loss_and_grads(spec, _case(spec, "reference_compiled", B=24))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_mode_callables_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        mode_callables("sideways", lambda: torch.zeros(()), ())
+
+
+@pytest.mark.skipif(not memory.supported(), reason="needs Linux's /proc/self/clear_refs")
+def test_memory_of_a_subprocess_point_alone():
+    """repeats=0: no times, only the peak of one call (after the warm-up) above the inputs, in a fresh process;
+    supcon's reference holds a few B×B float32 matrices, so its peak is several MiB at B = 1024."""
+    case = _case(supcon.SPEC, "reference", B=1024, d=16, repeats=0)
+    result = measure_in_subprocess("mkefast.bench.supcon", case, mem_limit_gb=4.0, timeout_s=300)
+    assert result["note"] == "" and math.isnan(result["ms_median"])
+    assert 3 * 4 <= result["peak_mem_mb"] <= 64 * 4, result
+
+
+@pytest.mark.skipif(not memory.supported(), reason="needs Linux's /proc/self/clear_refs")
+def test_peak_extra_bytes_sees_one_allocation():
+    memory.fix_malloc_thresholds()
+    memory.peak_extra_bytes(lambda: torch.ones(2**20))  # warm the allocator up
+    peak = memory.peak_extra_bytes(lambda: torch.ones(16 * 2**20))  # 64 MiB, freed at once
+    assert 60 * 2**20 <= peak <= 72 * 2**20, peak / 2**20
 
 
 def test_flops_count_gemm_equivalents():
@@ -53,6 +127,19 @@ def test_cli_runs_and_rejects_bad_arguments(tmp_path, capsys):
     assert main(["bench", "soft_pu", "--backends", "nope", "--B", "8"]) == 2
     assert main(["bench", "soft_pu", "--modes", "sideways", "--B", "8"]) == 2
     assert "--backends" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("op,peer", [("supcon", supcon.PML), ("clip", clip.DENSE)])
+def test_cli_benchmarks_the_drop_in_ops_against_their_peers(tmp_path, capsys, op, peer):
+    path = tmp_path / f"{op}.csv"
+    assert main(["bench", op, "--backends", f"cpu,{peer}", "--B", "32", "--d", "8", "--repeats", "1",
+                 "--csv", str(path)]) == 0
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["op"], r["backend"], r["M"]) for r in rows] == [(op, "cpu", "1"), (op, peer, "1")]
+    assert all(float(r["peak_mem_mb"]) >= 0 and float(r["ms_median"]) > 0 for r in rows)
+    assert main(["bench", op, "--M", "2", "--B", "8"]) == 2
+    assert capsys.readouterr().err.endswith(f"mkefast bench: error: --M: {op} has no modalities (M = 1), got 2\n")
 
 
 @pytest.mark.parametrize("argv,message", [

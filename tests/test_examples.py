@@ -19,12 +19,39 @@ def _run(script: str, *args: str) -> str:
     return proc.stdout
 
 
+def _worst_and_peaks(out: str, steps: int, before: str) -> tuple[float, float, float]:
+    worst = re.search(rf"largest difference over {steps} steps: ([^;\s]+)", out)
+    peaks = re.search(rf"{before} (\S+) MiB, mkefast (\S+) MiB", out)
+    assert worst is not None and peaks is not None, out
+    return float(worst.group(1)), float(peaks.group(1)), float(peaks.group(2))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
 def test_supcon_dropin_matches_pml_and_uses_less_memory() -> None:
     out = _run("supcon_dropin.py", "--steps", "8", "--batch", "64", "--memory-batch", "1024")
-    worst = float(re.search(r"largest difference over 8 steps: (\S+)", out).group(1))  # type: ignore[union-attr]
+    worst, pml, mk = _worst_and_peaks(out, 8, "pml")
     assert worst < 1e-9
-    pml, mk = (float(x) for x in re.search(r"pml (\S+) MiB, mkefast (\S+) MiB", out).groups())  # type: ignore[union-attr]
-    assert mk < pml
+    assert mk < pml / 2, out  # pml holds several B×B float matrices (4 MiB each here); mkefast none
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
+def test_clip_dropin_matches_open_clip_with_a_learned_scale_and_uses_less_memory() -> None:
+    out = _run("clip_dropin.py", "--steps", "8", "--batch", "64", "--memory-batch", "1024", "--memory-dim", "64")
+    worst, dense, mk = _worst_and_peaks(out, 8, "dense")
+    assert worst < 1e-9
+    taus = re.search(r"learned temperature 1/logit_scale: (\S+) and (\S+)", out)
+    assert taus is not None and taus.group(1) == taus.group(2), out
+    assert float(taus.group(1)) != pytest.approx(0.07, abs=1e-3), out  # the scale was learned
+    assert mk < dense / 2, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
+def test_moco_queue_matches_the_dense_loss_and_uses_less_memory() -> None:
+    out = _run("moco_queue.py", "--steps", "6", "--batch", "32", "--queue", "256", "--memory-batch", "256",
+               "--memory-queue", "16384", "--memory-dim", "32")
+    worst, dense, mk = _worst_and_peaks(out, 6, "dense")
+    assert worst < 1e-9
+    assert mk < dense / 2, out
 
 
 def test_ddp_train_matches_one_process() -> None:
