@@ -22,12 +22,18 @@ from torch import Tensor, nn
 
 from mkefast.data.mfeat import MultiViewData
 from mkefast.experiments.common import add_device_argument, fraction, positive_int, write_json
+from mkefast.experiments.robult_baselines import (
+    train_gmc_variant,
+    train_robult_mke_variant,
+    train_self_training_variant,
+)
 from mkefast.models.mlp import MLP
 from mkefast.models.robult_model import Robult
 from mkefast.train.common import accuracy, resolve_device, seed_everything, to_device
 from mkefast.train.robult_trainer import RobultConfig, RobultTrainer, evaluate
 
-__all__ = ["ALL_VARIANTS", "ROBULT_VARIANTS", "add_parser", "format_table", "run_experiment", "train_supervised"]
+__all__ = ["ALL_VARIANTS", "BASELINE_VARIANTS", "ROBULT_VARIANTS", "add_parser", "format_table", "run_experiment",
+           "supervised_network", "train_supervised"]
 
 # Variant name -> the RobultConfig fields it overrides (the ablations of the paper's Table 3).
 ROBULT_VARIANTS: dict[str, dict[str, Any]] = {
@@ -38,7 +44,11 @@ ROBULT_VARIANTS: dict[str, dict[str, Any]] = {
     "robult_no_sup": {"sup_weight": 0.0},
 }
 
-ALL_VARIANTS: tuple[str, ...] = (*ROBULT_VARIANTS, "supervised")
+BASELINE_VARIANTS: tuple[str, ...] = ("gmc", "robult_mke", "self_training")
+"""The other methods of `mkefast.experiments.robult_baselines`: GMC's loss on Robult's encoders and fusion,
+Robult with an MKE student's pseudo labels, and FixMatch-style self-training."""
+
+ALL_VARIANTS: tuple[str, ...] = (*ROBULT_VARIANTS, "supervised", *BASELINE_VARIANTS)
 """Every model `run_experiment` can train, in table order."""
 
 
@@ -55,6 +65,13 @@ class _EarlyFusionMLP(nn.Module):
         return self.classifier(self.encoder(torch.cat(xs, -1)))
 
 
+def supervised_network(in_features: Sequence[int], num_classes: int, *, encoder_hidden: Sequence[int] = (256,),
+                       hidden_size: int = 128, classifier_hidden: Sequence[int] = ()) -> nn.Module:
+    """The supervised baselines' network: Robult's encoder f (on the concatenated views of `in_features`)
+    and classifier c, mapping a list of views `[B, f_i]` to logits `[B, K]`."""
+    return _EarlyFusionMLP(sum(in_features), num_classes, encoder_hidden, hidden_size, classifier_hidden)
+
+
 def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config: RobultConfig, steps: int,
                      *, encoder_hidden: Sequence[int] = (256,), hidden_size: int = 128,
                      classifier_hidden: Sequence[int] = ()) -> nn.Module:
@@ -67,8 +84,8 @@ def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config:
     Returns:
         A module mapping a list of views `[B, f_i]` to logits `[B, K]`, in eval mode.
     """
-    net = _EarlyFusionMLP(sum(x.shape[1] for x in xs), num_classes, encoder_hidden, hidden_size,
-                          classifier_hidden)
+    net = supervised_network([x.shape[1] for x in xs], num_classes, encoder_hidden=encoder_hidden,
+                             hidden_size=hidden_size, classifier_hidden=classifier_hidden)
     device = resolve_device(config.device, net)
     net.to(device)
     xs, labels = to_device(xs, device), labels.to(device)
@@ -91,12 +108,13 @@ def train_supervised(xs: list[Tensor], labels: Tensor, num_classes: int, config:
 def run_experiment(data: MultiViewData, *, labeled_fraction: float, seed: int, config: RobultConfig,
                    variants: Sequence[str] = ALL_VARIANTS,
                    model_kwargs: Mapping[str, Any] | None = None, show_progress: bool | None = None,
-                   ) -> dict[str, dict[str, float]]:
+                   mke_teacher_view: str | None = None) -> dict[str, dict[str, float]]:
     """Splits `data`, trains each variant, returns test accuracy (percent) per variant and condition.
 
     "supervised" trains on the labeled rows only: early fusion of all views for "full", one network per
-    view for the view's own condition. The other variants are `ROBULT_VARIANTS`. Each variant starts from
-    `seed_everything(seed)`.
+    view for the view's own condition. `BASELINE_VARIANTS` are in `mkefast.experiments.robult_baselines`
+    ("robult_mke" takes its MKE teacher's view from `mke_teacher_view`, default the first view); the others
+    are `ROBULT_VARIANTS`. Each variant starts from `seed_everything(seed)`.
     """
     from mkefast.data.mfeat import split_multiview
 
@@ -124,6 +142,17 @@ def run_experiment(data: MultiViewData, *, labeled_fraction: float, seed: int, c
                                                                 "classifier_hidden")})
                 acc[cond] = accuracy(net, ([split.test.views[n] for n in cond_names], split.test.labels))
             results[variant] = acc
+            continue
+        if variant == "gmc":
+            results[variant] = train_gmc_variant(split, config, num_classes, model_kwargs=kwargs)
+            continue
+        if variant == "robult_mke":
+            results[variant] = train_robult_mke_variant(split, config, num_classes, seed=seed,
+                                                        teacher_view=mke_teacher_view, model_kwargs=kwargs,
+                                                        show_progress=show_progress)
+            continue
+        if variant == "self_training":
+            results[variant] = train_self_training_variant(split, config, num_classes, steps, model_kwargs=kwargs)
             continue
         model = Robult([train_views[n].shape[1] for n in names], num_classes, modality_names=names, **kwargs)
         RobultTrainer(model, replace(config, **ROBULT_VARIANTS[variant]),
@@ -162,11 +191,13 @@ def _run(args: argparse.Namespace, data: MultiViewData, meta: Mapping[str, Any])
     config = _config_from_args(args)
     start = time.perf_counter()
     accuracy_by_variant = run_experiment(data, labeled_fraction=args.labeled_fraction, seed=args.seed,
-                                         config=config, variants=_variants(args.variants))
+                                         config=config, variants=_variants(args.variants),
+                                         mke_teacher_view=args.mke_teacher_view)
     print(format_table(accuracy_by_variant))
     write_json(args.json, {"accuracy": accuracy_by_variant, "config": {
         **meta, "labeled_fraction": args.labeled_fraction, "seed": args.seed,
-        "seconds": round(time.perf_counter() - start, 1), **asdict(config)}})
+        "seconds": round(time.perf_counter() - start, 1), "mke_teacher_view": args.mke_teacher_view,
+        **asdict(config)}})
     return 0
 
 
@@ -182,9 +213,11 @@ def _run_mfeat(args: argparse.Namespace) -> int:
 def _run_synthetic(args: argparse.Namespace) -> int:
     from mkefast.data.synthetic import make_synthetic
 
-    data = make_synthetic(args.samples, num_modalities=args.modalities, seed=args.data_seed)
+    bits = {"redundant_bits": args.redundant_bits, "unique_bits": args.unique_bits,
+            "synergistic_bits": args.synergistic_bits, "noise": args.noise}
+    data = make_synthetic(args.samples, num_modalities=args.modalities, seed=args.data_seed, **bits)
     return _run(args, data, {"dataset": "synthetic", "samples": args.samples, "modalities": args.modalities,
-                             "data_seed": args.data_seed})
+                             "data_seed": args.data_seed, **bits})
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -197,6 +230,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto")
     add_device_argument(parser)
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--mke-teacher-view", default=None,
+                        help="robult_mke: the view of the MKE teacher (default: the first view)")
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
 
 
@@ -214,6 +249,10 @@ def add_parser(subparsers: Any) -> None:
     synthetic.add_argument("--samples", type=positive_int, default=2000)
     synthetic.add_argument("--modalities", type=positive_int, default=2)
     synthetic.add_argument("--data-seed", type=int, default=0)
+    synthetic.add_argument("--redundant-bits", type=int, default=2, help="label bits every view carries")
+    synthetic.add_argument("--unique-bits", type=int, default=1, help="label bits only its own view carries, per view")
+    synthetic.add_argument("--synergistic-bits", type=int, default=0, help="label bits only all views together carry")
+    synthetic.add_argument("--noise", type=float, default=0.6, help="std of the noise on each ±1 signal")
     synthetic.add_argument("--variants", default="robult,robult_no_rec,supervised",
                            help="comma-separated models to train")
     synthetic.set_defaults(func=_run_synthetic)
