@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -134,3 +136,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     run_sweep(spec, module_name, cases, csv_path=args.csv, mem_limit_gb=args.mem_limit_gb, timeout_s=args.timeout)
     return 0
+
+
+def script_main(op: str, results: Path, argv: list[str] | None = None) -> int:
+    """What `python benchmarks/<op>.py [options]` runs: `mkefast bench <op> [options]`, its rows appended to
+    `results/<op>.csv` unless `--csv` is given."""
+    from mkefast.cli import main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--csv" not in args:
+        args += ["--csv", str(results / f"{op}.csv")]
+    return main(["bench", op, *args])
