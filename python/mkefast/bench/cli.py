@@ -76,7 +76,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--M", default=None, type=int,
                    help="modalities of soft_pu and cosine_rec (default 2); supcon and clip have none (M = 1)")
     p.add_argument("--modes", default="fwd+bwd", type=_names, help=f"comma list of {', '.join(MODES)}")
-    p.add_argument("--repeats", default=5, type=int, help="timed repetitions per point")
+    p.add_argument("--repeats", default=5, type=int,
+                   help="timed repetitions per point (0: peak memory only, NaN times)")
     p.add_argument("--warmup", default=1, type=int, help="untimed calls first (the first one measures memory)")
     p.add_argument("--labeled-frac", default=0.05, type=float, help="soft_pu: fraction of labeled samples")
     p.add_argument("--classes", default=10, type=int, help="soft_pu, supcon: number of classes")
@@ -99,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
     for mode in args.modes:
         if mode not in MODES:
             raise ValueError(f"--modes: expected some of {MODES}, got {mode!r}")
-    for name, value in (("--d", args.d), ("--M", args.M), ("--repeats", args.repeats), ("--classes", args.classes)):
+    for name, value in (("--d", args.d), ("--M", args.M), ("--classes", args.classes)):
         if value is not None and value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value}")
+    if args.repeats < 0:
+        raise ValueError(f"--repeats: expected a count >= 0 (0: peak memory only), got {args.repeats}")
     if not spec.has_modalities and args.M not in (None, 1):
         raise ValueError(f"--M: {args.op} has no modalities (M = 1), got {args.M}")
     modalities = args.M or (2 if spec.has_modalities else 1)
