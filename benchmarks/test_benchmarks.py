@@ -7,13 +7,19 @@
 
 pytest-benchmark times the calls (in this process, after a warm-up round that compiles what needs it);
 `extra_info` adds what it cannot measure: the peak memory of one call above the inputs, measured by the
-shared runner in a fresh subprocess (`mkefast.bench.runner.measure_in_subprocess`), and the TFLOP/s and
-GB/s of the median time (the same counts as the CSV rows of `mkefast bench`).
+shared runner in a fresh subprocess per point (`mkefast.bench.runner.measure_in_subprocess`), and the
+TFLOP/s and GB/s of the median time (the same counts as the CSV rows of `mkefast bench`).
+
+On the CPU the memory subprocesses of every selected point run first, one per core at a time, before any
+timing starts: each spends most of its time importing torch, and a process's peak resident size does not
+depend on what runs beside it, while a timing does.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -48,20 +54,53 @@ def _params() -> list[Any]:
     return params
 
 
-@pytest.mark.parametrize("op,provider,B,d,M,rounds", _params())
-def test_benchmark(benchmark: Any, bench_device: str, bench_mem_limit_gb: float, op: str, provider: str, B: int,
-                   d: int, M: int, rounds: int) -> None:
-    spec, module = SPECS[op]
-    if provider not in spec.providers(bench_device):
-        pytest.skip(f"{provider} does not run {op} on {bench_device} here")
-    case = Case(op=op, provider=provider, device=bench_device, dtype="float32", B=B, d=d, M=M, mode="fwd+bwd",
+def _case(op: str, provider: str, B: int, d: int, M: int, device: str) -> Case:
+    return Case(op=op, provider=provider, device=device, dtype="float32", B=B, d=d, M=M, mode="fwd+bwd",
                 repeats=0, warmup=1)
+
+
+def _skip_reason(case: Case, mem_limit_gb: float) -> str | None:
+    """Why the point cannot run here (None: it can)."""
+    spec = SPECS[case.op][0]
+    if case.provider not in spec.providers(case.device):
+        return f"{case.provider} does not run {case.op} on {case.device} here"
     predicted = spec.predicted_bytes(case)
-    if predicted > bench_mem_limit_gb * 2**30:
-        pytest.skip(f"{provider} is predicted to need {predicted / 2**30:.1f} GiB > --bench-mem-limit-gb")
+    if predicted > mem_limit_gb * 2**30:
+        return f"{case.provider} is predicted to need {predicted / 2**30:.1f} GiB > --bench-mem-limit-gb"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cpu_memory(request: pytest.FixtureRequest, bench_device: str, bench_mem_limit_gb: float) -> dict[Case, Any]:
+    """The peak memory (`measure_in_subprocess`'s result) of every selected CPU point that can run, measured
+    before the first timing, `os.cpu_count()` subprocesses at a time."""
+    if bench_device != "cpu":
+        return {}
+    cases = []
+    for item in request.session.items:
+        params = getattr(item, "callspec", None)
+        if params is None or "provider" not in params.params:
+            continue
+        p = params.params
+        case = _case(p["op"], p["provider"], p["B"], p["d"], p["M"], bench_device)
+        if _skip_reason(case, bench_mem_limit_gb) is None:
+            cases.append(case)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = pool.map(lambda c: measure_in_subprocess(SPECS[c.op][1], c, bench_mem_limit_gb), cases)
+        return dict(zip(cases, results, strict=True))
+
+
+@pytest.mark.parametrize("op,provider,B,d,M,rounds", _params())
+def test_benchmark(benchmark: Any, bench_device: str, bench_mem_limit_gb: float, cpu_memory: dict[Case, Any],
+                   op: str, provider: str, B: int, d: int, M: int, rounds: int) -> None:
+    spec = SPECS[op][0]
+    case = _case(op, provider, B, d, M, bench_device)
+    reason = _skip_reason(case, bench_mem_limit_gb)
+    if reason is not None:
+        pytest.skip(reason)
     benchmark.group = f"{op} B={B} d={d} M={M}"
     if bench_device == "cpu":
-        memory = measure_in_subprocess(module, case, bench_mem_limit_gb)
+        memory = cpu_memory[case]
     else:
         from mkefast.bench.runner import measure
 

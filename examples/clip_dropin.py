@@ -15,8 +15,8 @@ fused backends never build the two B×B logit matrices. Across GPUs, `ClipLoss(d
 the features with gradients, as open_clip's `gather_with_grad=True` does (`mkefast.distributed.clip_loss`).
 
 The script trains a small two-tower model twice, once with each loss (float64), and prints both loss curves
-and the learned temperature; then it measures the peak memory of one float32 forward + backward at
-B = 16384, d = 512 with the benchmark runner (`mkefast bench clip`: a fresh process per point, peak resident
+and the learned temperature; then it measures the time and the peak memory of one float32 forward + backward
+at B = 16384, d = 512 with the benchmark runner (`mkefast bench clip`: a fresh process per point, peak resident
 memory above the inputs). Without open_clip installed, the "before" side is its formula
 (`mkefast.bench.clip.DenseClipLoss`: two B×B logit matrices and two cross-entropies, as open_clip computes it).
 """
@@ -82,14 +82,15 @@ def train(criterion: Callable[..., Any], steps: int, batch: int, seed: int = 0) 
     return losses, float(1 / model.logit_scale.detach().exp())
 
 
-def peak_memory(batch: int, dim: int, csv: str | None) -> dict[str, float]:
-    """Peak MiB above the inputs of one fwd+bwd, float32, CPU: open_clip's formula and mkefast's `auto`."""
+def peak_memory(batch: int, dim: int, csv: str | None) -> dict[str, tuple[float, float]]:
+    """(ms, peak MiB above the inputs) of one fwd+bwd, float32, CPU: open_clip's formula and mkefast's `auto`
+    backend."""
     backend = resolve_backend("auto", "soft_pu", torch.device("cpu"), torch.float32, dim >= CHUNKED_MIN_DIM)
     cases = [Case(op="clip", provider=provider, device="cpu", dtype="float32", B=batch, d=dim, M=1,
                   mode="fwd+bwd", repeats=1, warmup=1) for provider in (clip.DENSE, backend)]
     rows = run_sweep(clip.SPEC, "mkefast.bench.clip", cases, csv_path=csv, log=lambda _line: None,
                      timeout_s=3600)
-    return {row["backend"]: float(row["peak_mem_mb"]) for row in rows}
+    return {row["backend"]: (float(row["ms_median"]), float(row["peak_mem_mb"])) for row in rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{old_tau:.12f} and {new_tau:.12f}")
 
     if args.memory_batch:
-        peaks = peak_memory(args.memory_batch, args.memory_dim, args.csv)
-        dense = peaks.pop(clip.DENSE)
-        backend, ours = next(iter(peaks.items()))
-        print(f"peak memory of one forward + backward, B = {args.memory_batch}, d = {args.memory_dim}, float32, CPU: "
-              f"dense {dense:.1f} MiB, mkefast {ours:.1f} MiB (backend {backend}; {dense / max(ours, 1e-9):.0f}x less)")
+        figures = peak_memory(args.memory_batch, args.memory_dim, args.csv)
+        dense_ms, dense = figures.pop(clip.DENSE)
+        backend, (ours_ms, ours) = next(iter(figures.items()))
+        print(f"one forward + backward, B = {args.memory_batch}, d = {args.memory_dim}, float32, CPU: "
+              f"time dense {dense_ms:.0f} ms, mkefast {ours_ms:.0f} ms; "
+              f"peak memory dense {dense:.1f} MiB, mkefast {ours:.1f} MiB (backend {backend}; "
+              f"{dense / max(ours, 1e-9):.0f}x less)")
     return 0 if worst < 1e-9 and abs(old_tau - new_tau) < 1e-12 else 1
 
 

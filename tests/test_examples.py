@@ -20,17 +20,23 @@ def _run(script: str, *args: str) -> str:
 
 
 def _worst_and_peaks(out: str, steps: int, before: str) -> tuple[float, float, float]:
+    """The largest loss difference over the training steps, and the peak MiB of the peer and of mkefast (after
+    both times, which must be positive)."""
     worst = re.search(rf"largest difference over {steps} steps: ([^;\s]+)", out)
-    peaks = re.search(rf"{before} (\S+) MiB, mkefast (\S+) MiB", out)
-    assert worst is not None and peaks is not None, out
-    return float(worst.group(1)), float(peaks.group(1)), float(peaks.group(2))
+    times = re.search(rf"time {before} (\S+) ms, mkefast (\S+) ms; peak memory {before} (\S+) MiB, mkefast (\S+) MiB",
+                      out)
+    assert worst is not None and times is not None, out
+    assert float(times.group(1)) > 0 and float(times.group(2)) > 0, out
+    return float(worst.group(1)), float(times.group(3)), float(times.group(4))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
-def test_supcon_dropin_matches_pml_and_uses_less_memory() -> None:
+def test_supcon_dropin_matches_pml_and_nt_xent_and_uses_less_memory() -> None:
     out = _run("supcon_dropin.py", "--steps", "8", "--batch", "64", "--memory-batch", "1024")
     worst, pml, mk = _worst_and_peaks(out, 8, "pml")
     assert worst < 1e-9
+    nt_xent = re.search(r"NTXentLoss, largest difference of loss and gradient: (\S+)", out)
+    assert nt_xent is not None and float(nt_xent.group(1)) < 1e-12, out
     assert mk < pml / 2, out  # pml holds several B×B float matrices (4 MiB each here); mkefast none
 
 
