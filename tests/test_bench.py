@@ -145,12 +145,13 @@ def test_cli_benchmarks_the_drop_in_ops_against_their_peers(tmp_path, capsys, op
 @pytest.mark.parametrize("argv,message", [
     (["--labeled-frac", "1.5"], "--labeled-frac: expected a fraction in [0, 1], got 1.5"),
     (["--warmup", "-1"], "--warmup: expected a count >= 0, got -1"),
+    (["--repeats", "-1"], "--repeats: expected a count >= 0 (0: peak memory only), got -1"),
     (["--classes", "0"], "--classes: expected a positive integer, got 0"),
     (["--mem-limit-gb", "inf"], "--mem-limit-gb: expected a positive finite number, got inf"),
     (["--timeout", "0"], "--timeout: expected a positive finite number, got 0.0"),
     (["--backends", ","], "--backends: expected a comma list of providers or 'all', got ','"),
     (["--device", "cuda:x"], "--device: expected cpu or cuda[:i], got 'cuda:x'"),
-], ids=["labeled-frac", "warmup", "classes", "mem-limit", "timeout", "backends", "device"])
+], ids=["labeled-frac", "warmup", "repeats", "classes", "mem-limit", "timeout", "backends", "device"])
 def test_cli_validates_options(capsys, argv, message):
     assert main(["bench", "soft_pu", "--B", "8", *argv]) == 2
     assert capsys.readouterr().err == f"mkefast bench: error: {message}\n"
@@ -192,3 +193,48 @@ def test_append_csv_moves_an_old_file_to_the_new_columns(tmp_path):
     append_csv(path, [{c: "third" for c in COLUMNS}])  # the header now fits: a plain append
     with path.open() as f:
         assert [r["mkefast"] for r in csv.DictReader(f)] == ["", "new-mkefast", "third"]
+
+
+def test_cli_repeats_0_measures_memory_only(tmp_path):
+    path = tmp_path / "m.csv"
+    assert main(["bench", "supcon", "--backends", "cpu", "--B", "64", "--d", "8", "--repeats", "0",
+                 "--csv", str(path)]) == 0
+    with path.open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert math.isnan(float(row["ms_median"])) and float(row["peak_mem_mb"]) >= 0
+
+
+def test_script_main_appends_to_the_op_csv_unless_told(tmp_path):
+    from mkefast.bench.cli import script_main
+
+    argv = ["--backends", "cpu", "--B", "16", "--d", "4", "--M", "1", "--modes", "fwd", "--repeats", "1"]
+    assert script_main("cosine_rec", tmp_path, argv) == 0
+    assert (tmp_path / "cosine_rec.csv").exists()
+    other = tmp_path / "other.csv"
+    assert script_main("cosine_rec", tmp_path / "unused", [*argv, "--csv", str(other)]) == 0
+    assert other.exists() and not (tmp_path / "unused").exists()
+
+
+def test_demo_kernels_section_puts_the_fused_loss_beside_the_reference():
+    """The demo's kernel section: one row per backend (time, peak MiB) and one figure panel drawing both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mkefast.demo import DemoContext, kernels_section
+
+    ctx = DemoContext()
+    kernels_section(ctx, batch=256)
+    assert [name for name, _, _ in ctx.kernels] == ["soft-PU fwd+bwd, cpu", "soft-PU fwd+bwd, reference"]
+    assert all(seconds > 0 for _, seconds, _ in ctx.kernels)
+    if memory.supported():
+        # The reference holds several [2, 256, 256] float32 tensors (0.5 MiB each); the fused pass none.
+        (_, _, fused), (_, _, dense) = ctx.kernels
+        assert 0 <= fused < dense
+    (title, draw), = ctx.panels
+    assert "B = 256" in title
+    fig, ax = plt.subplots()
+    draw(ax)
+    assert len(ax.patches) == 2
+    plt.close(fig)
