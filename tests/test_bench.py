@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +242,33 @@ def test_demo_kernels_section_puts_the_fused_loss_beside_the_reference():
     draw(ax)
     assert len(ax.patches) == 2
     plt.close(fig)
+
+
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+
+
+def test_gpu_check_script_parses_and_its_budgets_fit_in_9_minutes():
+    """Every part that benchmarks/gpu_check.sh runs has a budget, and the budgets, the kill grace and the
+    unbudgeted steps add up to at most 540 s (the script checks this too, at its start)."""
+    text = GPU_CHECK.read_text()
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
+    table = re.search(r"declare -A BUDGET=\((.*?)\)", text, flags=re.DOTALL)
+    assert table is not None
+    budget = {name: int(seconds) for name, seconds in re.findall(r"\[(\w+)\]=(\d+)", table.group(1))}
+    totals = dict(re.findall(r"(TOTAL_S|KILL_S|UNBUDGETED_S)=(\d+)", text))
+    total, kill, unbudgeted = (int(totals[k]) for k in ("TOTAL_S", "KILL_S", "UNBUDGETED_S"))
+    assert sum(budget.values()) <= total - unbudgeted and total + kill <= 540
+    parts = set(re.findall(r"run_part (\w+) ", text)) - {"NAME"}
+    assert parts == set(budget), parts ^ set(budget)
+    assert {"bench_supcon", "bench_clip"} <= parts
+
+
+def test_gpu_check_recommends_the_crossover_from_the_largest_d_down():
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK.with_suffix(".py"))
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    times = {64: {"triton": 1.0, "cuda": 2.0}, 256: {"triton": 3.0, "cuda": 2.0}, 1024: {"triton": 9.0, "cuda": 5.0},
+             4096: {"triton": math.nan, "cuda": 40.0}}
+    assert gpu_check.recommend(times) == 256
+    assert gpu_check.recommend({64: {"triton": 1.0, "cuda": 2.0}}) is None
