@@ -1,6 +1,7 @@
-"""Cosine reconstruction benchmark: `python benchmarks/cosine_rec.py [mkefast bench options]`.
+"""Cosine reconstruction benchmark: `python benchmarks/cosine_rec.py [mkefast bench options]`
+(the same as `mkefast bench cosine_rec`).
 
-Default: every provider, B = 1k...8k, d = 128, M = 2, fwd+bwd, rows appended to results/cosine_rec.csv.
+Default: every provider, B = 1k...8k, d = 128, fwd+bwd, rows appended to results/cosine_rec.csv.
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mkefast.cli import main
+from mkefast.bench.cli import script_main
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--csv" not in args:
-        args += ["--csv", str(Path(__file__).parent / "results" / "cosine_rec.csv")]
-    sys.exit(main(["bench", "cosine_rec", *args]))
+    sys.exit(script_main("cosine_rec", Path(__file__).parent / "results"))

@@ -2,7 +2,9 @@
 
 - `crossover`: soft-PU forward + backward time of the fused Triton tiles (`triton`) against the chunked
   cuBLAS + CUDA-epilogue path (`cuda`) over the feature size d at a fixed batch, and the value of
-  `mkefast.backends.CHUNKED_MIN_DIM` (the d from which `auto` prefers `cuda`) that the timings support.
+  `mkefast.backends.CHUNKED_MIN_DIM` (the d from which `auto` prefers `cuda`) that the timings support
+  (`--providers TILES,CHUNKED` names the two; `--device cpu --providers cpu,reference` is the dry run of
+  benchmarks/gpu_check.sh).
 - `max-batch`: the largest batch B, doubling from --start-B up to --max-B, at which each backend still runs a
   soft-PU forward + backward for the given d and M. A backend stops at its first out-of-memory error, or when
   the next size (time grows as B²) would not fit in what is left of the time budget.
@@ -34,7 +36,7 @@ _MODULE = "mkefast.bench.soft_pu"
 
 
 def _case(args: argparse.Namespace, provider: str, b: int, d: int, repeats: int) -> Case:
-    return Case(op="soft_pu", provider=provider, device="cuda", dtype=args.dtype, B=b, d=d, M=args.M,
+    return Case(op="soft_pu", provider=provider, device=args.device, dtype=args.dtype, B=b, d=d, M=args.M,
                 mode="fwd+bwd", repeats=repeats, warmup=1)
 
 
@@ -43,19 +45,20 @@ def _measure(case: Case, csv_path: str | None) -> tuple[float, str]:
     try:
         row: dict[str, Any] = run_sweep(SPEC, _MODULE, [case], csv_path=csv_path, log=lambda _line: None)[0]
     except RuntimeError as exc:  # a launch error or a Triton limit: report it, keep going
-        torch.cuda.empty_cache()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return math.nan, f"error: {exc}"[:200]
     ms = float(row["ms_median"])
     return ms, "" if ms == ms else "out of memory"
 
 
-def recommend(times: dict[int, dict[str, float]]) -> int | None:
-    """The smallest d from which `cuda` is faster than `triton` at every larger d where both ran."""
-    both_ran = [d for d, t in times.items() if not math.isnan(t.get("cuda", math.nan) + t.get("triton", math.nan))]
+def recommend(times: dict[int, dict[str, float]], tiles: str = "triton", chunked: str = "cuda") -> int | None:
+    """The smallest d from which `chunked` is faster than `tiles` at every larger d where both ran."""
+    both_ran = [d for d, t in times.items() if not math.isnan(t.get(chunked, math.nan) + t.get(tiles, math.nan))]
     best = None
     for d in sorted(both_ran, reverse=True):
         t = times[d]
-        if t["cuda"] < t["triton"]:
+        if t[chunked] < t[tiles]:
             best = d
         else:
             break
@@ -65,26 +68,28 @@ def recommend(times: dict[int, dict[str, float]]) -> int | None:
 def crossover(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.budget_s
     times: dict[int, dict[str, float]] = {}
-    print(f"soft-PU fwd+bwd, B={args.B} M={args.M} {args.dtype}: triton (fused) vs cuda (chunked cuBLAS)")
-    print(f"{'d':>6} {'triton ms':>10} {'cuda ms':>10}  faster")
+    tiles, chunked = args.providers
+    print(f"soft-PU fwd+bwd, B={args.B} M={args.M} {args.dtype} on {args.device}: {tiles} (fused tiles) vs "
+          f"{chunked} (chunked)")
+    print(f"{'d':>6} {tiles + ' ms':>12} {chunked + ' ms':>12}  faster")
     for d in (int(x) for x in args.dims.split(",")):
         if time.monotonic() > deadline:
             print(f"time budget of {args.budget_s:g} s spent; stopped before d = {d}")
             break
         times[d] = {}
         notes = []
-        for provider in ("triton", "cuda"):
+        for provider in (tiles, chunked):
             ms, note = _measure(_case(args, provider, args.B, d, args.repeats), args.csv)
             times[d][provider] = ms
             if note:
                 notes.append(f"{provider}: {note}")
         t = times[d]
-        faster = "cuda" if t["cuda"] < t["triton"] else "triton" if t["triton"] <= t["cuda"] else "-"
-        print(f"{d:>6} {t['triton']:>10.2f} {t['cuda']:>10.2f}  {faster}  {'; '.join(notes)}")
-    best = recommend(times)
+        faster = chunked if t[chunked] < t[tiles] else tiles if t[tiles] <= t[chunked] else "-"
+        print(f"{d:>6} {t[tiles]:>12.2f} {t[chunked]:>12.2f}  {faster}  {'; '.join(notes)}")
+    best = recommend(times, tiles, chunked)
     if best is None:
-        print(f"recommended CHUNKED_MIN_DIM: none (cuda was not faster at the largest d where both ran); keep "
-              f"it above the largest d measured (now {CHUNKED_MIN_DIM})")
+        print(f"recommended CHUNKED_MIN_DIM: none ({chunked} was not faster at the largest d where both ran); "
+              f"keep it above the largest d measured (now {CHUNKED_MIN_DIM})")
     else:
         print(f"recommended CHUNKED_MIN_DIM = {best} (now {CHUNKED_MIN_DIM})")
     return 0
@@ -113,11 +118,19 @@ def max_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _two(text: str) -> tuple[str, str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if len(names) != 2:
+        raise argparse.ArgumentTypeError(f"expected two comma-separated providers, got {text!r}")
+    return names[0], names[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--M", type=int, default=2, help="number of modalities")
+    common.add_argument("--device", default="cuda", help="cuda[:i], or cpu for a dry run")
     common.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     common.add_argument("--csv", default=None, help="append the rows to this CSV file")
     common.add_argument("--budget-s", type=float, default=120.0, help="start no new case after this many seconds")
@@ -125,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     cross.add_argument("--B", type=int, default=16384)
     cross.add_argument("--dims", default="64,128,256,512,1024,2048,4096")
     cross.add_argument("--repeats", type=int, default=3)
+    cross.add_argument("--providers", default="triton,cuda", type=_two,
+                       help="TILES,CHUNKED: the fused-tile and the chunked provider to compare")
     cross.set_defaults(func=crossover)
     big = sub.add_parser("max-batch", parents=[common], help="the largest B each backend runs")
     big.add_argument("--d", type=int, default=256)
@@ -137,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> int:
     args = build_parser().parse_args()
-    if not torch.cuda.is_available():
-        print("gpu_check.py: no CUDA device is visible", file=sys.stderr)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_check.py: no CUDA device is visible (--device cpu for a dry run)", file=sys.stderr)
         return 1
     return int(args.func(args))
 

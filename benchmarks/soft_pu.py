@@ -1,6 +1,7 @@
-"""Soft-PU benchmark: `python benchmarks/soft_pu.py [mkefast bench options]` (same as `mkefast bench soft_pu`).
+"""Soft-PU benchmark: `python benchmarks/soft_pu.py [mkefast bench options]`
+(the same as `mkefast bench soft_pu`).
 
-Default: every provider, B = 1k...8k, d = 128, M = 2, fwd+bwd, rows appended to results/soft_pu.csv.
+Default: every provider, B = 1k...8k, d = 128, fwd+bwd, rows appended to results/soft_pu.csv.
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mkefast.cli import main
+from mkefast.bench.cli import script_main
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--csv" not in args:
-        args += ["--csv", str(Path(__file__).parent / "results" / "soft_pu.csv")]
-    sys.exit(main(["bench", "soft_pu", *args]))
+    sys.exit(script_main("soft_pu", Path(__file__).parent / "results"))

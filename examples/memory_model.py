@@ -3,26 +3,23 @@
     python examples/memory_model.py                      # the table of docs/memory_model.md
     python examples/memory_model.py --sizes 512 --dim 32 --backends reference
 
-Measurement (Linux, glibc): after one warm-up call per backend, each configuration allocates its inputs,
-resets the process's peak resident set size (write 5 to /proc/self/clear_refs), runs forward + backward
-once and reads the peak (VmHWM in /proc/self/status) minus the resident size before the call: the peak
-extra memory of the call, the gradients of the inputs included. glibc is told to serve every block of
-128 KiB or more by mmap and to return it when freed (`mallopt`), so RSS follows the live tensors to within
-about a MiB of allocator and library noise.
+Measurement (Linux, glibc; `mkefast.bench.memory`, as the benchmark runner measures): after one warm-up call
+per backend, each configuration allocates its inputs, resets the process's peak resident set size (write 5
+to /proc/self/clear_refs), runs forward + backward once and reads the peak (VmHWM in /proc/self/status)
+minus the resident size before the call: the peak extra memory of the call, the gradients of the inputs
+included. glibc is told to serve every block of 128 KiB or more by mmap and to return it when freed
+(`mallopt`), so RSS follows the live tensors to within about a MiB of allocator and library noise.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import gc
-from collections.abc import Callable
 
 import torch
 
 import mkefast
 from mkefast.backends import cpu as cpu_backend
+from mkefast.bench.memory import fix_malloc_thresholds, peak_extra_bytes
 
 MIB = 2**20
 
@@ -68,39 +65,6 @@ def _workload(backend: str, b: int, d: int, m: int) -> tuple[torch.Tensor, ...]:
 
 def _run(backend: str, inputs: tuple[torch.Tensor, ...]) -> None:
     mkefast.soft_pu_loss(*inputs, backend=backend).backward()
-
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def fix_malloc_thresholds() -> None:
-    """Makes glibc return every freed block of 128 KiB or more to the system at once.
-
-    By default glibc raises its mmap threshold after large frees, keeping later blocks in the heap where
-    freed memory stays resident and hides from RSS; fixed thresholds keep RSS equal to the live blocks.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
-    libc.mallopt(m_trim_threshold, 128 * 1024)
-
-
-def peak_extra_bytes(fn: Callable[[], object]) -> int:
-    """Peak resident memory while `fn()` runs, minus the resident memory before it (Linux).
-
-    Writing 5 to /proc/self/clear_refs resets the high-water mark VmHWM to the current RSS.
-    """
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_bytes("VmRSS")
-    fn()
-    return _status_bytes("VmHWM") - before
 
 
 def measured_bytes(backend: str, b: int, d: int, m: int) -> int:

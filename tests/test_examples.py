@@ -19,12 +19,45 @@ def _run(script: str, *args: str) -> str:
     return proc.stdout
 
 
-def test_supcon_dropin_matches_pml_and_uses_less_memory() -> None:
+def _worst_and_peaks(out: str, steps: int, before: str) -> tuple[float, float, float]:
+    """The largest loss difference over the training steps, and the peak MiB of the peer and of mkefast (after
+    both times, which must be positive)."""
+    worst = re.search(rf"largest difference over {steps} steps: ([^;\s]+)", out)
+    times = re.search(rf"time {before} (\S+) ms, mkefast (\S+) ms; peak memory {before} (\S+) MiB, mkefast (\S+) MiB",
+                      out)
+    assert worst is not None and times is not None, out
+    assert float(times.group(1)) > 0 and float(times.group(2)) > 0, out
+    return float(worst.group(1)), float(times.group(3)), float(times.group(4))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
+def test_supcon_dropin_matches_pml_and_nt_xent_and_uses_less_memory() -> None:
     out = _run("supcon_dropin.py", "--steps", "8", "--batch", "64", "--memory-batch", "1024")
-    worst = float(re.search(r"largest difference over 8 steps: (\S+)", out).group(1))  # type: ignore[union-attr]
+    worst, pml, mk = _worst_and_peaks(out, 8, "pml")
     assert worst < 1e-9
-    pml, mk = (float(x) for x in re.search(r"pml (\S+) MiB, mkefast (\S+) MiB", out).groups())  # type: ignore[union-attr]
-    assert mk < pml
+    nt_xent = re.search(r"NTXentLoss, largest difference of loss and gradient: (\S+)", out)
+    assert nt_xent is not None and float(nt_xent.group(1)) < 1e-12, out
+    assert mk < pml / 2, out  # pml holds several B×B float matrices (4 MiB each here); mkefast none
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
+def test_clip_dropin_matches_open_clip_with_a_learned_scale_and_uses_less_memory() -> None:
+    out = _run("clip_dropin.py", "--steps", "8", "--batch", "64", "--memory-batch", "1024", "--memory-dim", "64")
+    worst, dense, mk = _worst_and_peaks(out, 8, "dense")
+    assert worst < 1e-9
+    taus = re.search(r"learned temperature 1/logit_scale: (\S+) and (\S+)", out)
+    assert taus is not None and taus.group(1) == taus.group(2), out
+    assert float(taus.group(1)) != pytest.approx(0.07, abs=1e-3), out  # the scale was learned
+    assert mk < dense / 2, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="measures /proc/self memory (Linux)")
+def test_moco_queue_matches_the_dense_loss_and_uses_less_memory() -> None:
+    out = _run("moco_queue.py", "--steps", "6", "--batch", "32", "--queue", "256", "--memory-batch", "256",
+               "--memory-queue", "16384", "--memory-dim", "32")
+    worst, dense, mk = _worst_and_peaks(out, 6, "dense")
+    assert worst < 1e-9
+    assert mk < dense / 2, out
 
 
 def test_ddp_train_matches_one_process() -> None:

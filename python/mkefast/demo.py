@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-__all__ = ["SECTIONS", "DemoContext", "add_parser", "main", "mfeat_section", "robult_section", "twomoon_section"]
+__all__ = ["SECTIONS", "DemoContext", "add_parser", "kernels_section", "main", "mfeat_section", "robult_section",
+           "twomoon_section"]
 
 
 @dataclass
@@ -26,11 +27,13 @@ class DemoContext:
 
     Attributes:
         rows: summary rows `(experiment, model, test accuracy %)`.
+        kernels: rows of the loss table `(loss and backend, seconds, peak MiB above the inputs)`.
         panels: figure panels, each a title and a function drawing on a matplotlib Axes.
         seconds: wall time of each section.
     """
 
     rows: list[tuple[str, str, float]] = field(default_factory=list)
+    kernels: list[tuple[str, float, float]] = field(default_factory=list)
     panels: list[tuple[str, Callable[[Any], None]]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -108,7 +111,55 @@ def robult_section(ctx: DemoContext) -> None:
     ctx.panels.append(("Robult: mfeat, 5% labels, views missing", draw))
 
 
-SECTIONS: list[Callable[[DemoContext], None]] = [twomoon_section, mfeat_section, robult_section]
+def kernels_section(ctx: DemoContext, batch: int = 4096) -> None:
+    """The loss Robult trains with, fused (the compiled `cpu` backend) against the dense `reference`: one
+    soft-PU forward + backward at B = `batch`, d = 128, M = 2 (float32, 5% labeled): time and peak memory above
+    the inputs (`mkefast.bench.memory`; NaN off Linux). Last in `SECTIONS`: it fixes glibc's thresholds."""
+    from mkefast import available_backends, soft_pu_loss
+    from mkefast.bench import memory
+
+    backends = [b for b in ("cpu", "reference") if b in available_backends()]
+    g = torch.Generator().manual_seed(0)
+
+    def inputs(b: int) -> tuple[torch.Tensor, ...]:
+        fused = torch.randn(b, 128, generator=g).requires_grad_()
+        unimodal = torch.randn(2, b, 128, generator=g).requires_grad_()
+        return fused, unimodal, torch.randint(0, 10, (b,), generator=g), torch.rand(b, generator=g) < 0.05
+
+    def step(args: tuple[torch.Tensor, ...], backend: str) -> None:
+        cast(torch.Tensor, soft_pu_loss(*args, backend=backend)).backward()
+
+    for backend in backends:  # load the libraries and thread pools before anything is measured
+        step(inputs(64), backend)
+    if memory.supported():
+        memory.fix_malloc_thresholds()
+    results: dict[str, tuple[float, float]] = {}
+    for backend in backends:
+        args = inputs(batch)
+        start = time.perf_counter()
+        if memory.supported():
+            peak = float(memory.peak_extra_bytes(lambda a=args, b=backend: step(a, b)))  # type: ignore[misc]
+        else:
+            step(args, backend)
+            peak = float("nan")
+        results[backend] = (time.perf_counter() - start, peak / 2**20)
+        ctx.kernels.append((f"soft-PU fwd+bwd, {backend}", *results[backend]))
+
+    def draw(ax: Any) -> None:
+        x = np.arange(len(results))
+        colors = ["#3366cc" if b == "cpu" else "#999999" for b in results]
+        ax.bar(x - 0.2, [t for t, _ in results.values()], 0.4, color=colors, label="time (s)")
+        ax.set_ylabel("seconds per call")
+        mem_ax = ax.twinx()
+        mem_ax.bar(x + 0.2, [m for _, m in results.values()], 0.4, color=colors, hatch="//", alpha=0.6,
+                   label="peak memory (MiB)")
+        mem_ax.set_ylabel("peak MiB above the inputs (hatched)")
+        ax.set_xticks(x, [f"{'fused ' if b == 'cpu' else ''}{b}" for b in results], fontsize=8)
+
+    ctx.panels.append((f"soft-PU loss fwd+bwd, B = {batch}", draw))
+
+
+SECTIONS: list[Callable[[DemoContext], None]] = [twomoon_section, mfeat_section, robult_section, kernels_section]
 """The demo's sections, run in order."""
 
 
@@ -144,6 +195,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"{'experiment':<{width}}  {'model':<26}{'test acc %':>10}")
     for experiment, model, acc in ctx.rows:
         print(f"{experiment:<{width}}  {model:<26}{acc:>10.2f}")
+    if ctx.kernels:
+        print(f"\n{'loss (one thread)':<{width}}  {'seconds':>10}{'peak MiB':>26}")
+        for name, seconds, mib in ctx.kernels:
+            print(f"{name:<{width}}  {seconds:>10.2f}{mib:>26.1f}")
     out = Path(args.out)
     if ctx.panels:
         _save_figure(ctx, out)

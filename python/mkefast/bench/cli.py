@@ -1,6 +1,7 @@
 """`mkefast bench <op>`: sweep providers × B × modes for one op and append the rows to a CSV.
 
-Example (the CPU goal point of benchmarks/README.md):
+Ops: soft_pu, supcon (single view, against pytorch-metric-learning's SupConLoss as `pml`), clip (against
+open_clip's dense formula as `dense_clip`), cosine_rec. Example (the CPU goal point of benchmarks/README.md):
 
     mkefast bench soft_pu --backends cpu,reference --B 8192 --d 128 --M 2 --modes fwd+bwd \\
         --csv benchmarks/results/cpu.csv
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +22,7 @@ from mkefast.backends import resolve_backend
 from mkefast.bench.runner import DTYPES, MODES, Case, run_sweep
 from mkefast.cli import HelpFormatter
 
-OPS = {"soft_pu": "mkefast.bench.soft_pu", "cosine_rec": "mkefast.bench.cosine_rec"}
+OPS = {name: f"mkefast.bench.{name}" for name in ("soft_pu", "supcon", "clip", "cosine_rec")}
 
 
 def _ints(text: str) -> list[int]:
@@ -70,12 +73,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="input dtype")
     p.add_argument("--B", default="1024,2048,4096,8192", type=_ints, help="batch sizes, e.g. 1k,2k,64k")
     p.add_argument("--d", default=128, type=int, help="feature size")
-    p.add_argument("--M", default=2, type=int, help="modalities")
+    p.add_argument("--M", default=None, type=int,
+                   help="modalities of soft_pu and cosine_rec (default 2); supcon and clip have none (M = 1)")
     p.add_argument("--modes", default="fwd+bwd", type=_names, help=f"comma list of {', '.join(MODES)}")
-    p.add_argument("--repeats", default=5, type=int, help="timed repetitions per point")
+    p.add_argument("--repeats", default=5, type=int,
+                   help="timed repetitions per point (0: peak memory only, NaN times)")
     p.add_argument("--warmup", default=1, type=int, help="untimed calls first (the first one measures memory)")
     p.add_argument("--labeled-frac", default=0.05, type=float, help="soft_pu: fraction of labeled samples")
-    p.add_argument("--classes", default=10, type=int, help="soft_pu: number of classes")
+    p.add_argument("--classes", default=10, type=int, help="soft_pu, supcon: number of classes")
     p.add_argument("--no-pseudo", action="store_true", help="soft_pu: no pseudo labels for the unlabeled")
     p.add_argument("--threads", default=0, type=int,
                    help="CPU: torch.set_num_threads in each worker (0: torch's default)")
@@ -95,9 +100,14 @@ def run(args: argparse.Namespace) -> int:
     for mode in args.modes:
         if mode not in MODES:
             raise ValueError(f"--modes: expected some of {MODES}, got {mode!r}")
-    for name, value in (("--d", args.d), ("--M", args.M), ("--repeats", args.repeats), ("--classes", args.classes)):
-        if value < 1:
+    for name, value in (("--d", args.d), ("--M", args.M), ("--classes", args.classes)):
+        if value is not None and value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value}")
+    if args.repeats < 0:
+        raise ValueError(f"--repeats: expected a count >= 0 (0: peak memory only), got {args.repeats}")
+    if not spec.has_modalities and args.M not in (None, 1):
+        raise ValueError(f"--M: {args.op} has no modalities (M = 1), got {args.M}")
+    modalities = args.M or (2 if spec.has_modalities else 1)
     if args.warmup < 0:
         raise ValueError(f"--warmup: expected a count >= 0, got {args.warmup}")
     if not 0.0 <= args.labeled_frac <= 1.0:
@@ -120,10 +130,23 @@ def run(args: argparse.Namespace) -> int:
     extra: tuple[tuple[str, Any], ...] = (("threads", args.threads),) if args.threads else ()
     if args.op == "soft_pu":
         extra += (("labeled_frac", args.labeled_frac), ("classes", args.classes), ("pseudo", not args.no_pseudo))
+    if args.op == "supcon":
+        extra += (("classes", args.classes),)
     cases = [
-        Case(op=args.op, provider=provider, device=device, dtype=args.dtype, B=b, d=args.d, M=args.M,
+        Case(op=args.op, provider=provider, device=device, dtype=args.dtype, B=b, d=args.d, M=modalities,
              mode=mode, repeats=args.repeats, warmup=max(args.warmup, 1), extra=extra)
         for b in args.B for mode in args.modes for provider in providers
     ]
     run_sweep(spec, module_name, cases, csv_path=args.csv, mem_limit_gb=args.mem_limit_gb, timeout_s=args.timeout)
     return 0
+
+
+def script_main(op: str, results: Path, argv: list[str] | None = None) -> int:
+    """What `python benchmarks/<op>.py [options]` runs: `mkefast bench <op> [options]`, its rows appended to
+    `results/<op>.csv` unless `--csv` is given."""
+    from mkefast.cli import main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--csv" not in args:
+        args += ["--csv", str(results / f"{op}.csv")]
+    return main(["bench", op, *args])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import mkefast
-from mkefast.backends import reference
-from mkefast.bench._common import backend_providers, itemsize, mode_callables
+from mkefast.bench._common import COMPILED, backend_providers, compiled, itemsize
 from mkefast.bench.runner import Case, OpSpec
 
 
@@ -20,18 +20,18 @@ def prepare(case: Case) -> dict[str, Any]:
     return {"a": a, "b": b}
 
 
-def step(case: Case, state: dict[str, Any]) -> Any:
-    a, b = state["a"], state["b"]
-    if case.provider == "reference_compiled":
-        compiled = torch.compile(lambda x, y: reference._cosine_rows(x, y).mean(), dynamic=False)
+def loss(case: Case, state: dict[str, Any]) -> Callable[[], torch.Tensor]:
+    backend = "reference" if case.provider == COMPILED else case.provider
 
-        def loss() -> torch.Tensor:
-            return compiled(a, b)
-    else:
-        def loss() -> torch.Tensor:
-            return mkefast.cosine_reconstruction_loss(a, b, backend=case.provider)
+    def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return mkefast.cosine_reconstruction_loss(a, b, backend=backend)
 
-    return mode_callables(case.mode, loss, (a, b))
+    run = compiled(fn) if case.provider == COMPILED else fn
+    return lambda: run(state["a"], state["b"])
+
+
+def leaves(state: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    return state["a"], state["b"]
 
 
 def flops(case: Case) -> float:
@@ -54,4 +54,4 @@ def providers(device: str) -> list[str]:
     return backend_providers("cosine_rec", device)
 
 
-SPEC = OpSpec("cosine_rec", prepare, step, flops, io_bytes, predicted_bytes, providers)
+SPEC = OpSpec("cosine_rec", prepare, loss, leaves, flops, io_bytes, predicted_bytes, providers)

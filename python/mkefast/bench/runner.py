@@ -1,20 +1,25 @@
 """The shared benchmark runner: timing, peak memory, guards against running out of memory, CSV rows.
 
-A benchmark module (`mkefast.bench.soft_pu`, `mkefast.bench.cosine_rec`) describes its op with an `OpSpec`:
-how to build inputs for a case, how to run one provider in one mode, how many flops and bytes a case
-moves, and how much memory a provider is predicted to need. The runner sweeps providers × cases × modes:
+A benchmark module (`mkefast.bench.soft_pu`, `.supcon`, `.clip`, `.cosine_rec`) describes its op with an
+`OpSpec`: how to build inputs for a case, the loss one provider computes, how many flops and bytes a case
+moves, and how much memory a provider is predicted to need. The runner sweeps providers × cases × modes.
+Every case first runs `warmup` (at least one) untimed calls, so that compilation (`torch.compile`, Triton
+autotuning) and first-call allocations stay out of both figures, then `repeats` timed calls, then one more
+call whose peak memory it measures:
 
 - CUDA: in-process; time with CUDA events, peak memory = `torch.cuda.max_memory_allocated()` minus what was
   allocated before the measured call (so: above the inputs).
-- CPU: every (provider, case, mode) runs in a fresh subprocess, so that the peak is not hidden by an
-  earlier, larger run: peak memory = the process's peak RSS (`ru_maxrss`) after one measured call minus its
-  peak RSS once the inputs exist (so again: above the inputs, including the allocator's overhead). The
-  subprocess also gets an address-space limit (`RLIMIT_AS`), so that a provider that would need more than
-  the memory limit fails with an allocation error instead of pushing the machine into swap or the OOM killer.
+- CPU: every (provider, case, mode) runs in a fresh subprocess, so that no earlier, larger run hides in the
+  allocator: peak memory = the peak resident size during the measured call minus the resident size just
+  before it (`mkefast.bench.memory`: the high-water mark reset through /proc, glibc told to hand large
+  blocks back), so again above the inputs, including the allocator's overhead. The subprocess also gets an
+  address-space limit (`RLIMIT_AS`), so that a provider that would need more than the memory limit fails with
+  an allocation error instead of pushing the machine into swap or the OOM killer.
 
 Modes: `fwd` (forward under `torch.no_grad`), `bwd` (backward only: the forward runs untimed before each
-repetition), `fwd+bwd`. Times are the median and the 20th/80th percentiles over the repetitions, in ms.
-A provider that runs out of memory (or is predicted to) gets a row with NaN times, and the sweep goes on.
+repetition), `fwd+bwd`. Times are the median and the 20th/80th percentiles over the repetitions, in ms
+(NaN with `repeats=0`: a memory-only measurement). A provider that runs out of memory (or is predicted to)
+gets a row with NaN times, and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from typing import Any
 import torch
 
 from mkefast._build import provenance
+from mkefast.bench import memory
 from mkefast.train.common import progress
 
-__all__ = ["COLUMNS", "MODES", "Case", "OpSpec", "append_csv", "run_sweep"]
+__all__ = ["COLUMNS", "MODES", "Case", "OpSpec", "append_csv", "measure", "measure_in_subprocess", "mode_callables",
+           "run_sweep"]
 
 # The last five are `mkefast._build.provenance()`: what produced the row.
 COLUMNS = ("op", "backend", "device", "dtype", "B", "d", "M", "mode", "ms_median", "ms_p20", "ms_p80", "peak_mem_mb",
@@ -69,20 +76,58 @@ class OpSpec:
     """What the runner needs to know about one op.
 
     prepare(case) -> state: builds the inputs on the case's device (the "inputs" baseline of peak memory).
-    step(case, state) -> Callable[[], None] | tuple[Callable, Callable]: for fwd / fwd+bwd a callable running
-        the measured region; for bwd a pair (setup, measured): setup runs the forward untimed.
+    loss(case, state) -> Callable[[], Tensor]: the provider's loss on those inputs, ready to call (a compiled
+        provider is compiled here, and on its first call).
+    leaves(state) -> tuple[Tensor, ...]: the tensors that receive gradients (cleared before every call).
     flops(case) -> float, io_bytes(case) -> float: the work of one measured call (for tflops and gbps).
     predicted_bytes(case) -> float: memory a provider is expected to need above the inputs (0 if unknown).
     providers(device) -> list[str]: every provider that can run on `device`.
+    has_modalities: whether the op's inputs have an M axis (supcon and clip do not: M is 1).
     """
 
     name: str
     prepare: Callable[[Case], Any]
-    step: Callable[[Case, Any], Any]
+    loss: Callable[[Case, Any], Callable[[], torch.Tensor]]
+    leaves: Callable[[Any], tuple[torch.Tensor, ...]]
     flops: Callable[[Case], float]
     io_bytes: Callable[[Case], float]
     predicted_bytes: Callable[[Case], float]
     providers: Callable[[str], list[str]]
+    has_modalities: bool = True
+
+
+def mode_callables(
+    mode: str, loss: Callable[[], torch.Tensor], leaves: Sequence[torch.Tensor]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """`(setup, call)` for `mode`: `setup` runs untimed before each `call` (it clears the leaves' gradients,
+    and for "bwd" runs the forward whose backward `call` then times)."""
+    state: dict[str, torch.Tensor] = {}
+
+    def clear() -> None:
+        for t in leaves:
+            t.grad = None
+
+    def fwd() -> None:
+        with torch.no_grad():
+            loss()
+
+    def fwd_bwd() -> None:
+        loss().backward()
+
+    def forward_first() -> None:
+        clear()
+        state["loss"] = loss()
+
+    def bwd() -> None:
+        state.pop("loss").backward()
+
+    if mode == "fwd":
+        return clear, fwd
+    if mode == "fwd+bwd":
+        return clear, fwd_bwd
+    if mode == "bwd":
+        return forward_first, bwd
+    raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -92,14 +137,39 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(exc, RuntimeError) and ("allocate" in str(exc) or "out of memory" in str(exc))
+
+
+def _timed_ms(fn: Callable[[], None], cuda: bool) -> float:
+    if cuda:
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        return float(start.elapsed_time(stop))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _peak_bytes(fn: Callable[[], None], cuda: bool) -> float:
+    """Peak memory of one call of `fn` above what was in use before it (NaN where it cannot be measured)."""
+    if cuda:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return float(torch.cuda.max_memory_allocated() - before)
+    if not memory.supported():
+        return math.nan
+    # After the timed calls: fixed thresholds make every large block a fresh mmap (page faults per call).
+    memory.fix_malloc_thresholds()
+    return float(memory.peak_extra_bytes(fn))
 
 
 def measure(spec: OpSpec, case: Case) -> dict[str, Any]:
@@ -110,53 +180,32 @@ def measure(spec: OpSpec, case: Case) -> dict[str, Any]:
         torch.set_num_threads(threads)
     try:
         state = spec.prepare(case)
-        step = spec.step(case, state)
-        setup, fn = step if isinstance(step, tuple) else (None, step)
-        if cuda:
-            torch.cuda.synchronize()
-            if setup is not None:
-                setup()
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            fn()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - before
-        else:
-            if setup is not None:
-                setup()
-            before_rss = _peak_rss_bytes()
-            fn()
-            peak = _peak_rss_bytes() - before_rss
-        for _ in range(max(case.warmup - 1, 0)):
-            if setup is not None:
-                setup()
-            fn()
+        setup, call = mode_callables(case.mode, spec.loss(case, state), spec.leaves(state))
+        for _ in range(max(case.warmup, 1)):
+            setup()
+            call()
         times = []
         for _ in range(case.repeats):
-            if setup is not None:
-                setup()
-            if cuda:
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                stop.record()
-                stop.synchronize()
-                times.append(start.elapsed_time(stop))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
+            setup()
+            times.append(_timed_ms(call, cuda))
+        setup()
+        peak = _peak_bytes(call, cuda)
     except Exception as exc:
         if not _is_oom(exc):
             raise
-        return {"ms_median": math.nan, "ms_p20": math.nan, "ms_p80": math.nan, "peak_mem_mb": math.nan,
-                "note": f"out of memory: {type(exc).__name__}: {str(exc)[:120]}"}
+        return _failed(f"out of memory: {type(exc).__name__}: {str(exc)[:120]}")
+    if not times:
+        return {**_failed(""), "peak_mem_mb": max(peak, 0.0) / 2**20}
     return {"ms_median": statistics.median(times), "ms_p20": _percentile(times, 0.2),
-            "ms_p80": _percentile(times, 0.8), "peak_mem_mb": max(peak, 0) / 2**20, "note": ""}
+            "ms_p80": _percentile(times, 0.8), "peak_mem_mb": max(peak, 0.0) / 2**20, "note": ""}
 
 
-def _measure_in_subprocess(spec_module: str, case: Case, mem_limit_gb: float, timeout_s: float) -> dict[str, Any]:
+def measure_in_subprocess(
+    spec_module: str, case: Case, mem_limit_gb: float = 16.0, timeout_s: float = 600.0
+) -> dict[str, Any]:
+    """`measure` in a fresh Python process importing `spec_module` (which defines `SPEC`), under an address-space
+    limit of `mem_limit_gb` plus an allowance for the interpreter and libraries; NaN figures and a `note` when
+    it fails or times out."""
     payload = json.dumps({"module": spec_module, "case": asdict(case), "mem_limit_gb": mem_limit_gb})
     try:
         proc = subprocess.run([sys.executable, "-m", "mkefast.bench.runner", payload], capture_output=True,
@@ -238,7 +287,7 @@ def run_sweep(
             result = measure(spec, case)
             torch.cuda.empty_cache()
         else:
-            result = _measure_in_subprocess(spec_module, case, mem_limit_gb, timeout_s)
+            result = measure_in_subprocess(spec_module, case, mem_limit_gb, timeout_s)
         ms = result["ms_median"]
         row = {
             "op": case.op, "backend": case.provider, "device": _device_name(case), "dtype": case.dtype,

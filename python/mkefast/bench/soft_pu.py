@@ -10,20 +10,17 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 
 import mkefast
-from mkefast.backends import reference
-from mkefast.bench._common import backend_providers, itemsize, mode_callables
+from mkefast.bench._common import COMPILED, backend_providers, compiled, gemm_flops, itemsize
 from mkefast.bench.runner import Case, OpSpec
-from mkefast.ops._common import SoftPUOptions, make_targets
 
 DEFAULTS = {"labeled_frac": 0.05, "classes": 10, "pseudo": True}
 
-# Peak bytes above the inputs per M·B² logit of the reference backend (float32), used to skip points that
-# cannot fit: measured 22.7 for fwd+bwd at B = 8192, M = 2 (2910 MiB, benchmarks/results/soft_pu_cpu.csv);
-# 32 leaves a margin, and bounds the forward alone too.
-_REFERENCE_BYTES_PER_PAIR = {"fwd": 32.0, "bwd": 32.0, "fwd+bwd": 32.0}
+# Peak bytes above the inputs per M·B² pair, used to skip points that cannot fit: the reference measured
+# 22.7 for fwd+bwd at B = 8192, M = 2 (2910 MiB, benchmarks/results/soft_pu_cpu.csv), torch.compile of it
+# 8.1 (1064 MiB); with margins, and bounding the forward alone too.
+BYTES_PER_PAIR = {"reference": 32.0, COMPILED: 12.0}
 
 
 def _extra(case: Case) -> dict[str, Any]:
@@ -43,40 +40,24 @@ def prepare(case: Case) -> dict[str, Any]:
             "labeled": labeled.to(case.device), "pseudo": pseudo.to(case.device) if pseudo is not None else None}
 
 
-def _compiled_reference(state: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """torch.compile of the reference math (the public op is one opaque node to the compiler)."""
-    targets = make_targets(state["labels"], state["labeled"], state["pseudo"])
-    options = SoftPUOptions()
+def loss(case: Case, state: dict[str, Any]) -> Callable[[], torch.Tensor]:
+    labels, labeled, pseudo = state["labels"], state["labeled"], state["pseudo"]
+    backend = "reference" if case.provider == COMPILED else case.provider
 
-    def loss(fused: torch.Tensor, unimodal: torch.Tensor) -> torch.Tensor:
-        s, z = F.normalize(fused, dim=-1), F.normalize(unimodal, dim=-1)
-        terms = reference._soft_pu_terms(s, z, targets, options)
-        return (terms.lb + terms.ulb).mean()
+    def fn(fused: torch.Tensor, unimodal: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, mkefast.soft_pu_loss(fused, unimodal, labels, labeled, pseudo, backend=backend))
 
-    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.compile(loss, dynamic=False))
+    run = compiled(fn) if case.provider == COMPILED else fn
+    return lambda: run(state["fused"], state["unimodal"])
 
 
-def step(case: Case, state: dict[str, Any]) -> Any:
-    fused, unimodal = state["fused"], state["unimodal"]
-    if case.provider == "reference_compiled":
-        compiled = _compiled_reference(state)
-
-        def loss() -> torch.Tensor:
-            return compiled(fused, unimodal)
-    else:
-        def loss() -> torch.Tensor:
-            return cast(torch.Tensor, mkefast.soft_pu_loss(fused, unimodal, state["labels"], state["labeled"],
-                                                           state["pseudo"], backend=case.provider))
-
-    return mode_callables(case.mode, loss, (fused, unimodal))
-
-
-_GEMMS = {"fwd": 1, "bwd": 3, "fwd+bwd": 4}
+def leaves(state: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    return state["fused"], state["unimodal"]
 
 
 def flops(case: Case) -> float:
     """2·B²·d·M per GEMM-equivalent: the forward is one, the backward three (recompute + two)."""
-    return 2.0 * case.B**2 * case.d * case.M * _GEMMS[case.mode]
+    return gemm_flops(case.mode, case.B, case.B, case.d, case.M)
 
 
 def io_bytes(case: Case) -> float:
@@ -86,13 +67,11 @@ def io_bytes(case: Case) -> float:
 
 
 def predicted_bytes(case: Case) -> float:
-    if case.provider.startswith("reference"):
-        return _REFERENCE_BYTES_PER_PAIR[case.mode] * case.M * case.B**2
-    return 0.0
+    return BYTES_PER_PAIR.get(case.provider, 0.0) * case.M * case.B**2
 
 
 def providers(device: str) -> list[str]:
     return backend_providers("soft_pu", device)
 
 
-SPEC = OpSpec("soft_pu", prepare, step, flops, io_bytes, predicted_bytes, providers)
+SPEC = OpSpec("soft_pu", prepare, loss, leaves, flops, io_bytes, predicted_bytes, providers)
