@@ -70,9 +70,19 @@ IsaChoice choose() {
       return choice;
     }
   }
-  choice.error = "MKEFAST_CPU_ISA: expected 'auto' or one of the instruction sets this build has and this processor "
-                 "runs (" + joined(choice.supported) + "; built: " + joined(choice.compiled) + "), got '" + wanted +
-                 "'";
+  const auto listed = [&](const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      if (n == wanted) return true;
+    }
+    return false;
+  };
+  const std::string why = listed(choice.compiled) ? "this processor does not support it"
+                          : (wanted == "sse2" || wanted == "avx2" || wanted == "avx512" || wanted == "generic" || wanted == "native")
+                              ? "this build does not include it"
+                              : "no such instruction set";
+  choice.error = "MKEFAST_CPU_ISA: expected 'auto' or one of " + joined(choice.supported) +
+                 " (the instruction sets this build has and this processor runs; built: " + joined(choice.compiled) +
+                 "), got '" + wanted + "': " + why;
   return choice;
 }
 

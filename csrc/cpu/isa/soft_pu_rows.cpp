@@ -28,8 +28,9 @@
 // Backward (docs/math.md, "Gradients"), with p_k = exp(ℓ_k − lse) on D:
 //   G_k = CP p_k − C11 [k∈P11] − C10 w_k [k∈P10],  CP = g11 [P11 ≠ ∅] + g10 a_ulb,  C11 = g11/|P11|,
 //   C10 = g10/|P10|; the kernel writes ∂L/∂dots_k = G_k / τ over the dots, ready for the two GEMMs of the
-//   driver, and, when asked, the row's share of ∂L/∂τ = −(1/τ) Σ_k G_k ℓ_k, summed as −(1/τ) Σ_k G_k (ℓ_k −
-//   lse): Σ_k G_k = 0, and the centred logits keep the sum free of the cancellation of large ℓ (small τ).
+//   driver, and, when asked, the row's share of ∂L/∂τ = −(1/τ) Σ_k G_k ℓ_k, summed as (1/τ) Σ_k corr_k (ℓ_k −
+//   lse − μ), μ = Σ_k p_k (ℓ_k − lse): Σ_k G_k = 0 and Σ_k p_k (ℓ_k − lse − μ) = 0, so the dense terms drop
+//   out, and the centred logits keep the sum free of the cancellation of large ℓ (small τ).
 // The fused forward + gradient (g11 = g10 = 1) needs no second exp: it stores e_k = exp(ℓ_k − max) while it
 // sums them, and p_k = e_k / Σ e; the sparse coefficients (C11, C10 w_k) and ρ come from the logits before
 // that overwrite, since none of them needs lse.
@@ -169,7 +170,8 @@ ExpSums exp_sums(T* row, std::int64_t cols, T mx) {
       const T e = vexp(t);
       if constexpr (kStore) row[k] = e;
       es += static_cast<double>(e);
-      et += static_cast<double>(e * t);
+      // An excluded partner enters as t = −inf, e = 0: its term is 0, not 0 · inf (a NaN t leaves es NaN).
+      et += static_cast<double>(e > T(0) ? e * t : T(0));
     }
   } else {
 #pragma omp simd reduction(+ : es)
@@ -301,8 +303,8 @@ double fwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols
     }
     if (s.pair) row[a.partner] = static_cast<T>(static_cast<double>(row[a.partner]) - s.corr_pair * p.inv_tau);
     if constexpr (kTau) {
-      // Σ G (ℓ − lse) = CP Σ p (ℓ − mx) − CP log Σe − Σ corr (ℓ − mx) + log Σe Σ corr, with ℓ − mx ≤ 0.
-      return cp * (sums.et / sums.e - log_sum) - (s.corr_l - log_sum * s.corr_sum);
+      // Σ G (ℓ − lse) = −Σ corr (ℓ − mx − μ), μ = Σ p (ℓ − mx) the softmax mean (Σ G = 0; as in bwd_row).
+      return s.corr_sum * (sums.et / sums.e) - s.corr_l;
     } else {
       return 0.0;
     }
@@ -352,11 +354,14 @@ double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols
   const double c11 = a.n11 > 0 ? g11 / a.n11 : 0.0;
   const double c10 = a.n10 > 0 ? g10 / a.n10 : 0.0;
   const Reference ref = reference_window(p, rho);
-  double tau_sparse = 0.0;
+  double tau_sparse = 0.0, corr_sum = 0.0;
   const auto coefficient = [&](std::int64_t k) {
     const double l = static_cast<double>(row[k] * inv_tau);
     const double c = a.in_p11(p, k) ? c11 : c10 * pair_weight(p, a, k, l, ref);
-    if constexpr (kTau) tau_sparse += c * (l - lse);
+    if constexpr (kTau) {
+      tau_sparse += c * (l - lse);
+      corr_sum += c;
+    }
     return c;
   };
   for (std::int64_t q = 0; q < a.count; ++q) {
@@ -383,11 +388,12 @@ double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols
     row[k] = static_cast<T>(static_cast<double>(row[k]) - corr[q] * p.inv_tau);
   }
   if (pair) row[a.partner] = static_cast<T>(static_cast<double>(row[a.partner]) - corr_pair * p.inv_tau);
-  // The stored lse is off its exact value by a rounding r: every e_k is off by the factor e^{-r} and every
-  // ℓ_k − lse by −r. Normalizing the dense sum by Σ e_k removes the first, and the second cancels against
-  // the sparse sum, whose coefficients add up to CP: the share is then exact to first order in r.
+  // Σ G (ℓ − lse) = Σ G (ℓ − lse − μ), μ = Σ p (ℓ − lse) the softmax mean (Σ G = 0), where the dense part
+  // vanishes: −Σ corr (ℓ − lse − μ). Neither the rounding of the stored lse (it shifts ℓ − lse and μ alike)
+  // nor that of the stored a_ulb in CP (which leaves CP ≠ Σ corr by a rounding, times ℓ − lse ≈ −log B_c
+  // when uncentred) reaches the share.
   if constexpr (kTau) {
-    return cp * (dense.et / dense.e) - tau_sparse;
+    return corr_sum * (dense.et / dense.e) - tau_sparse;
   } else {
     return 0.0;
   }
