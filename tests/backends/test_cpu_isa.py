@@ -74,7 +74,7 @@ def _in_fresh_interpreter(isa: str, code: str, *args: str) -> subprocess.Complet
 
 def test_build_info_reports_the_choice():
     info = _info()
-    built, supported = list(info["isas_built"]), list(info["isas_supported"])  # type: ignore[call-overload]
+    built, supported = list(info["isas_built"]), list(info["isas_supported"])
     assert supported and set(supported) <= set(built)
     assert built[0] == supported[0]  # the baseline runs everywhere
     assert info["isa"] in supported
@@ -86,7 +86,7 @@ def test_every_supported_variant_matches_the_truth_and_the_others(tmp_path):
     """float64 to 1e-10 of the truth and float32 no worse than the reference, for each variant in its own
     interpreter; the variants agree with each other to the float32 rounding of their dense sums."""
     got = {}
-    for isa in _info()["isas_supported"]:  # type: ignore[attr-defined]
+    for isa in _info()["isas_supported"]:
         out = tmp_path / f"{isa}.pt"
         proc = _in_fresh_interpreter(isa, _RUN_VARIANT, str(out))
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -121,7 +121,7 @@ def test_unknown_isa_is_a_clear_error(bad):
 
 def test_forcing_an_unsupported_isa_is_a_clear_error():
     info = _info()
-    missing = [v for v in info["isas_built"] if v not in info["isas_supported"]]  # type: ignore[attr-defined]
+    missing = [v for v in info["isas_built"] if v not in info["isas_supported"]]
     if not missing:
         pytest.skip("this processor runs every variant of this build")
     proc = _in_fresh_interpreter(missing[-1], _REASON)

@@ -3,15 +3,19 @@
 Python allocates every buffer and hands raw pointers to the C++ kernels of `csrc/cpu/`, by keyword; the
 targets and options of a call travel as one `mkefast._C.SoftPUParams` (`_chunked.soft_pu_params`).
 
-Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of anchor rows and modality,
-one fp32 (fp64) GEMM by torch for the dots, then one fused OpenMP pass (`soft_pu_fwd_cpu` /
-`soft_pu_bwd_cpu`) for the softmax statistics, the masks, the RBF weights and either the loss terms or
-the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes the dots of each chunk
-(one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for; the forward keeps
-nothing of size B_a×B_c. The chunk holds at most `MKEFAST_CPU_CHUNK_MB` MiB of dots (default
-`DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement behind it), so the extra memory is
-O(chunk·B_c + (B_a + B_c)·d). The chunking depends only on the sizes and that budget, and every row is
-reduced by one thread in a fixed order: the results are the same for any thread count.
+Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of anchor rows, one fp32
+(fp64) GEMM by torch for the dots against the M stacked candidate sets, then one fused OpenMP pass (the
+`soft_pu_*` bindings of `csrc/cpu/soft_pu.cpp`) for the softmax statistics, the masks, the RBF weights and
+either the loss terms or the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes
+the dots of each chunk (one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for;
+`soft_pu_fwd_grad` forms the forward and the gradients of Σ (lb + ulb) in one pass (3 GEMM-equivalents
+instead of 4). The forward keeps nothing of size B_a×B_c. The fused pass is compiled once per instruction
+set (SSE2, AVX2, AVX-512) and the module picks the widest one the processor runs when it is imported
+(`MKEFAST_CPU_ISA` names one instead; `mkefast info` shows the choice). The chunk holds at most
+`MKEFAST_CPU_CHUNK_MB` MiB of dots (default `DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement
+behind it), so the extra memory is O(chunk·B_c + (B_a + B_c)·d). The chunking depends only on the sizes and
+that budget, and every row is reduced by one thread in a fixed order: the results are the same for any
+thread count.
 
 The cosine reconstruction loss is one fused pass per row, accumulated in double (float64 rows scaled by their
 largest magnitude first), so that it is scale-free (docs/math.md, "Cosine reconstruction loss").
