@@ -1,4 +1,8 @@
 // Torch-free elementwise math that the compiler can vectorize.
+//
+// Internal linkage (an unnamed namespace): the CPU module compiles its kernels once per instruction set
+// (csrc/cpu/isa/), and an inline function with external linkage would be kept in ONE copy by the linker, from
+// any of those translation units, so the baseline kernels could end up calling an AVX-512 copy.
 #pragma once
 
 #include <cmath>
@@ -6,6 +10,7 @@
 #include <cstring>
 
 namespace mkefast {
+namespace {
 
 // exp(x) for float, branch-free so that `#pragma omp simd` loops vectorize it (glibc's expf is a scalar
 // call without -ffast-math). Cephes' expf scheme:
@@ -48,4 +53,5 @@ inline float fast_exp(float x) {
 inline float vexp(float x) { return fast_exp(x); }
 inline double vexp(double x) { return std::exp(x); }
 
+}  // namespace
 }  // namespace mkefast

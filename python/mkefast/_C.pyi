@@ -4,7 +4,7 @@ needed); every argument is keyword-only; Python allocates every buffer (see mkef
 from typing import Any
 
 def build_info() -> dict[str, Any]:
-    """openmp, openmp_version, max_threads, compiler."""
+    """openmp, openmp_version, max_threads, compiler, isa (the soft-PU kernels in use), isas_built, isas_supported."""
 
 class SoftPUParams:
     """Targets (pointers to the SoftPUTargets arrays) and options of one direction of the soft-PU op; built by
@@ -42,9 +42,12 @@ def soft_pu_fwd_f32(
     dots: int,
     rows: int,
     cols: int,
+    modalities: int,
     first_anchor: int,
+    stride: int,
     class_members: int,
     class_begin: int,
+    max_class_size: int,
     lb: int,
     ulb: int,
     lse: int,
@@ -52,7 +55,31 @@ def soft_pu_fwd_f32(
     a_ulb: int,
     num_threads: int,
 ) -> None:
-    """Forward epilogue over a [rows, cols] chunk of raw dot products; writes the [rows] statistics."""
+    """Forward epilogue over a [rows, modalities, cols] chunk of raw dot products; writes the statistics of its
+    rows into [M, B_a] arrays (pointers at [0, first_anchor], `stride` elements between modalities)."""
+
+def soft_pu_fwd_grad_f32(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    lb: int,
+    ulb: int,
+    lse: int,
+    ref: int,
+    a_ulb: int,
+    grad_temperature: int,
+    num_threads: int,
+) -> None:
+    """The forward epilogue and the gradient of sum(lb + ulb): the statistics, and the chunk overwritten with
+    d(sum(lb + ulb))/d(dots) (and the rows' shares of its derivative in tau)."""
 
 def soft_pu_bwd_f32(
     *,
@@ -60,7 +87,9 @@ def soft_pu_bwd_f32(
     dots: int,
     rows: int,
     cols: int,
+    modalities: int,
     first_anchor: int,
+    stride: int,
     class_members: int,
     class_begin: int,
     max_class_size: int,
@@ -72,7 +101,8 @@ def soft_pu_bwd_f32(
     grad_temperature: int,
     num_threads: int,
 ) -> None:
-    """Overwrites the [rows, cols] chunk of raw dot products with G / tau (and the rows' shares of dL/dtau)."""
+    """Overwrites the [rows, modalities, cols] chunk of raw dot products with G / tau (and the rows' shares of
+    dL/dtau)."""
 
 def cosine_rec_fwd_f32(
     *, a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int
@@ -100,9 +130,12 @@ def soft_pu_fwd_f64(
     dots: int,
     rows: int,
     cols: int,
+    modalities: int,
     first_anchor: int,
+    stride: int,
     class_members: int,
     class_begin: int,
+    max_class_size: int,
     lb: int,
     ulb: int,
     lse: int,
@@ -110,7 +143,31 @@ def soft_pu_fwd_f64(
     a_ulb: int,
     num_threads: int,
 ) -> None:
-    """Forward epilogue over a [rows, cols] chunk of raw dot products; writes the [rows] statistics."""
+    """Forward epilogue over a [rows, modalities, cols] chunk of raw dot products; writes the statistics of its
+    rows into [M, B_a] arrays (pointers at [0, first_anchor], `stride` elements between modalities)."""
+
+def soft_pu_fwd_grad_f64(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    lb: int,
+    ulb: int,
+    lse: int,
+    ref: int,
+    a_ulb: int,
+    grad_temperature: int,
+    num_threads: int,
+) -> None:
+    """The forward epilogue and the gradient of sum(lb + ulb): the statistics, and the chunk overwritten with
+    d(sum(lb + ulb))/d(dots) (and the rows' shares of its derivative in tau)."""
 
 def soft_pu_bwd_f64(
     *,
@@ -118,7 +175,9 @@ def soft_pu_bwd_f64(
     dots: int,
     rows: int,
     cols: int,
+    modalities: int,
     first_anchor: int,
+    stride: int,
     class_members: int,
     class_begin: int,
     max_class_size: int,
@@ -130,7 +189,8 @@ def soft_pu_bwd_f64(
     grad_temperature: int,
     num_threads: int,
 ) -> None:
-    """Overwrites the [rows, cols] chunk of raw dot products with G / tau (and the rows' shares of dL/dtau)."""
+    """Overwrites the [rows, modalities, cols] chunk of raw dot products with G / tau (and the rows' shares of
+    dL/dtau)."""
 
 def cosine_rec_fwd_f64(
     *, a: int, b: int, loss: int, n: int, d: int, stride_a: int, stride_b: int, num_threads: int

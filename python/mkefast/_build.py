@@ -132,7 +132,8 @@ def build_config() -> dict[str, Any]:
 
     Returns:
         A dict with at least `version`, `git_sha`, `cpu` (the C++ module loaded), `cpu_error` (else None: why
-        not, i.e. why the build skipped it or the import error), `openmp`, `cuda` (the CUDA module built and
+        not, i.e. why the build skipped it or the import error), `openmp`, `cpu_isa` (the instruction set of the
+        soft-PU kernels in use), `cpu_isas_supported`, `cuda` (the CUDA module built and
         loaded), `cuda_error`, `cuda_version`, `cuda_archs`, `triton` (importable), plus `torch`,
         `triton_version`, `gpu` (a visible device's name or None), `backends` and, for every backend that
         cannot run, `why_not[name]`.
@@ -154,6 +155,8 @@ def build_config() -> dict[str, Any]:
         "openmp": bool(cpu_info.get("openmp", False)),
         "openmp_threads": torch.get_num_threads(),
         "cxx_compiler": cpu_info.get("compiler"),
+        "cpu_isa": cpu_info.get("isa"),
+        "cpu_isas_supported": cpu_info.get("isas_supported", []),
         "cuda": cuda is not None,
         "cuda_error": cuda_error,
         "cuda_version": f"{cuda_version // 1000}.{cuda_version % 1000 // 10}" if cuda_version else None,

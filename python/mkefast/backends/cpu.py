@@ -3,15 +3,19 @@
 Python allocates every buffer and hands raw pointers to the C++ kernels of `csrc/cpu/`, by keyword; the
 targets and options of a call travel as one `mkefast._C.SoftPUParams` (`_chunked.soft_pu_params`).
 
-Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of anchor rows and modality,
-one fp32 (fp64) GEMM by torch for the dots, then one fused OpenMP pass (`soft_pu_fwd_cpu` /
-`soft_pu_bwd_cpu`) for the softmax statistics, the masks, the RBF weights and either the loss terms or
-the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes the dots of each chunk
-(one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for; the forward keeps
-nothing of size B_a×B_c. The chunk holds at most `MKEFAST_CPU_CHUNK_MB` MiB of dots (default
-`DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement behind it), so the extra memory is
-O(chunk·B_c + (B_a + B_c)·d). The chunking depends only on the sizes and that budget, and every row is
-reduced by one thread in a fixed order: the results are the same for any thread count.
+Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of anchor rows, one fp32
+(fp64) GEMM by torch for the dots against the M stacked candidate sets, then one fused OpenMP pass (the
+`soft_pu_*` bindings of `csrc/cpu/soft_pu.cpp`) for the softmax statistics, the masks, the RBF weights and
+either the loss terms or the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes
+the dots of each chunk (one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for;
+`soft_pu_fwd_grad` forms the forward and the gradients of Σ (lb + ulb) in one pass (3 GEMM-equivalents
+instead of 4). The forward keeps nothing of size B_a×B_c. The fused pass is compiled once per instruction
+set (SSE2, AVX2, AVX-512) and the module picks the widest one the processor runs when it is imported
+(`MKEFAST_CPU_ISA` names one instead; `mkefast info` shows the choice). The chunk holds at most
+`MKEFAST_CPU_CHUNK_MB` MiB of dots (default `DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement
+behind it), so the extra memory is O(chunk·B_c + (B_a + B_c)·d). The chunking depends only on the sizes and
+that budget, and every row is reduced by one thread in a fixed order: the results are the same for any
+thread count.
 
 The cosine reconstruction loss is one fused pass per row, accumulated in double (float64 rows scaled by their
 largest magnitude first), so that it is scale-free (docs/math.md, "Cosine reconstruction loss").
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -37,6 +42,7 @@ from mkefast.backends._chunked import (
     pointers,
     soft_pu_bwd_chunked,
     soft_pu_fwd_chunked,
+    soft_pu_fwd_grad_chunked,
     soft_pu_params,
 )
 from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype
@@ -48,6 +54,7 @@ __all__ = [
     "cosine_rec_fwd",
     "soft_pu_bwd",
     "soft_pu_fwd",
+    "soft_pu_fwd_grad",
     "unsupported_reason",
 ]
 
@@ -101,7 +108,8 @@ class _ClassIndex(NamedTuple):
     max_size: int  # the largest class
 
     def kwargs(self) -> dict[str, int]:
-        return {"class_members": self.members.data_ptr(), "class_begin": self.begin.data_ptr()}
+        return {"class_members": self.members.data_ptr(), "class_begin": self.begin.data_ptr(),
+                "max_class_size": self.max_size}
 
 
 def _class_index(targets: SoftPUTargets) -> _ClassIndex:
@@ -114,6 +122,32 @@ def _class_index(targets: SoftPUTargets) -> _ClassIndex:
     return _ClassIndex(members, bounds[1:], max_size)
 
 
+class _Call(NamedTuple):
+    """What every epilogue launch of one call shares: the params object (with the target arrays it points
+    into, kept alive here), the class index, and the chunk geometry."""
+
+    params: Any
+    targets: SoftPUTargets
+    classes: _ClassIndex
+    rows: int  # anchors per chunk
+
+    def launch(self, kernel: str, dots: Tensor, first_anchor: int, rows: Mapping[str, Tensor | None]) -> None:
+        """`kernel` on the chunk `dots` `[C, M, B_c]`; `rows`: its `[M, C]` per-row views (stride B_a)."""
+        stride = next(t.stride(0) for t in rows.values() if t is not None)
+        _kernel(kernel, dots.dtype)(
+            params=self.params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[2],
+            modalities=dots.shape[1], first_anchor=first_anchor, stride=stride, **self.classes.kwargs(),
+            **pointers(rows), num_threads=torch.get_num_threads(),
+        )
+
+
+def _call(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> _Call:
+    targets = kernel_targets(targets)
+    m, b_c = candidates.shape[0], candidates.shape[1]
+    return _Call(soft_pu_params(_lib(), targets, options), targets, _class_index(targets),
+                 chunk_rows(anchors.shape[0], m * b_c, anchors.dtype))
+
+
 def soft_pu_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> SoftPUStats:
     """One direction's forward (the backend contract of `mkefast.backends`).
 
@@ -124,18 +158,12 @@ def soft_pu_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, opt
     Returns:
         `SoftPUStats`, each `[M, B_a]` (ref float64, the others float32, or float64 for float64 inputs).
     """
-    targets = kernel_targets(targets)
-    index = _class_index(targets)
-    params = soft_pu_params(_lib(), targets, options)
+    call = _call(anchors, candidates, targets, options)
 
     def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats) -> None:
-        _kernel("soft_pu_fwd", dots.dtype)(
-            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], first_anchor=first_anchor,
-            **index.kwargs(), **pointers(out._asdict()), num_threads=torch.get_num_threads(),
-        )
+        call.launch("soft_pu_fwd", dots, first_anchor, out._asdict())
 
-    rows = chunk_rows(anchors.shape[0], candidates.shape[1], anchors.dtype)
-    return soft_pu_fwd_chunked(anchors, candidates, epilogue, rows)
+    return soft_pu_fwd_chunked(anchors, candidates, epilogue, call.rows)
 
 
 def soft_pu_bwd(
@@ -152,23 +180,42 @@ def soft_pu_bwd(
 ) -> SoftPUGrads:
     """Gradients of Σ grad_lb·lb + grad_ulb·ulb (grad_lb, grad_ulb `[M, B_a]`) in the accumulation dtype:
     anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature `[M, B_a]` (summing to ∂L/∂τ)."""
-    targets = kernel_targets(targets)
-    index = _class_index(targets)
-    params = soft_pu_params(_lib(), targets, options)
+    call = _call(anchors, candidates, targets, options)
 
     def epilogue(dots: Tensor, first_anchor: int, rows_stats: SoftPUStats, g_lb: Tensor, g_ulb: Tensor,
                  g_tau: Tensor | None) -> None:
-        _kernel("soft_pu_bwd", dots.dtype)(
-            params=params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[1], first_anchor=first_anchor,
-            **index.kwargs(), max_class_size=index.max_size,
-            **pointers({"lse": rows_stats.lse, "ref": rows_stats.ref, "a_ulb": rows_stats.a_ulb, "grad_lb": g_lb,
-                        "grad_ulb": g_ulb, "grad_temperature": g_tau}),
-            num_threads=torch.get_num_threads(),
-        )
+        call.launch("soft_pu_bwd", dots, first_anchor, {
+            "lse": rows_stats.lse, "ref": rows_stats.ref, "a_ulb": rows_stats.a_ulb, "grad_lb": g_lb,
+            "grad_ulb": g_ulb, "grad_temperature": g_tau})
 
-    rows = chunk_rows(anchors.shape[0], candidates.shape[1], anchors.dtype)
     return soft_pu_bwd_chunked(anchors, candidates, stats, grad_lb, grad_ulb, needs_anchors, needs_candidates,
-                               needs_temperature, epilogue, rows)
+                               needs_temperature, epilogue, call.rows)
+
+
+def soft_pu_fwd_grad(
+    anchors: Tensor,
+    candidates: Tensor,
+    targets: SoftPUTargets,
+    options: SoftPUOptions,
+    needs_anchors: bool,
+    needs_candidates: bool,
+    needs_temperature: bool,
+) -> tuple[SoftPUStats, SoftPUGrads]:
+    """The forward and the gradients of Σ_ij (lb + ulb) in one pass over the pairs (the optional hook of the
+    backend contract): per chunk one GEMM for the dots, one fused pass for the statistics and G/τ (one exp
+    per pair), and the two gradient GEMMs, 3 GEMM-equivalents in all.
+
+    Returns:
+        `(SoftPUStats, SoftPUGrads)` as `soft_pu_fwd` and `soft_pu_bwd` (with unit upstream gradients) return
+        them.
+    """
+    call = _call(anchors, candidates, targets, options)
+
+    def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats, g_tau: Tensor | None) -> None:
+        call.launch("soft_pu_fwd_grad", dots, first_anchor, {**out._asdict(), "grad_temperature": g_tau})
+
+    return soft_pu_fwd_grad_chunked(anchors, candidates, needs_anchors, needs_candidates, needs_temperature,
+                                    epilogue, call.rows)
 
 
 def _rows(t: Tensor) -> Tensor:

@@ -161,12 +161,16 @@ def _grads_asked(grads: SoftPUGrads, inputs: tuple[Tensor, Tensor, Tensor], need
     return out
 
 
-def _uniform(grad_lb: Tensor, grad_ulb: Tensor) -> Tensor | None:
-    """The one value of every upstream gradient, or None when they differ."""
-    value = grad_lb.reshape(-1)[:1]
-    if bool((grad_lb == value).all()) and bool((grad_ulb == value).all()):
-        return value.reshape(())
-    return None
+def _uniform(grad_lb: Tensor, grad_ulb: Tensor, n11: Tensor, n10: Tensor) -> Tensor | None:
+    """The one value of every upstream gradient that acts, or None when they differ.
+
+    The gradient of lb_j acts only where P11(j) ≠ ∅, that of ulb_j only where P10(j) ≠ ∅ (docs/math.md,
+    "Gradients": A11, A10 and the masked terms vanish with their set), so the others may hold anything; SupCon
+    (everything labeled: P10 = ∅) leaves grad_ulb at 0.
+    """
+    acting = torch.cat([grad_lb[:, n11 > 0].reshape(-1), grad_ulb[:, n10 > 0].reshape(-1)])
+    value = acting[:1] if acting.numel() else grad_lb.reshape(-1)[:1]
+    return value.reshape(()) if bool((acting == value).all()) else None
 
 
 @torch.library.custom_op("mkefast::soft_pu_bwd", mutates_args=())
@@ -192,7 +196,7 @@ def soft_pu_bwd(
     c, the result is c times them; otherwise the backend's `soft_pu_bwd` recomputes the pairs.
     """
     if precomputed:
-        value = _uniform(grad_lb, grad_ulb)
+        value = _uniform(grad_lb, grad_ulb, targets[4], targets[5])
         if value is not None:
             return [(g * value.to(g.dtype)).contiguous() for g in precomputed]
     grads = get_backend(backend).soft_pu_bwd(
