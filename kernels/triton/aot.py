@@ -104,9 +104,9 @@ def _launch_choices(d: int, dtype: str) -> tuple[int, int, str, int]:
     """(BLOCK_D of the forward pair kernels, of the backward ones, their dot precision, BLOCK_D of the cosine
     kernels), as `mkefast.backends.triton` chooses them for a launch."""
     import torch
+    from mkefast.kernels.triton.cosine_rec import MAX_BLOCK_D
 
     from mkefast.backends.triton import _cosine_block_d, _dot_precision, _pair_block_d
-    from mkefast.kernels.triton.cosine_rec import MAX_BLOCK_D
 
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     return (_pair_block_d(d), _pair_block_d(d, backward=True), _dot_precision(torch_dtype),
@@ -141,7 +141,7 @@ def variants(d: int, dtype: str, *, kernels: Iterable[str] | None = None,
         pair("_soft_pu_bwd_cols_kernel", "phi", True),
         pair("_soft_pu_bwd_atomic_kernel", "none", False, GRAD_T=False),
         pair("_soft_pu_bwd_atomic_kernel", "phi", True, GRAD_T=True),
-        Variant("_cosine_rec_fwd_kernel", "", {"BLOCK_D": cos_block}),
+        Variant("_cosine_rec_fwd_kernel", "loss", {"BLOCK_D": cos_block}),
         Variant("_cosine_rec_bwd_kernel", "a+b", {"NEED_A": True, "NEED_B": True, "SINGLE_D": d <= cos_block,
                                                   "BLOCK_D": cos_block, "INTERPRET": False}),
     ]

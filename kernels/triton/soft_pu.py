@@ -149,13 +149,9 @@ def _tile_configs(backward: bool = False) -> list[triton.Config]:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, **({"BLOCK_DO": 16} if backward else {})},
                               num_warps=4, num_stages=1)]
     if not backward:
-        shapes = [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4),
-                  (64, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 8, 2),
-                  (32, 64, 4, 3), (64, 32, 4, 3)]
+        shapes = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 3)]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
-    shapes_do = [(64, 64, 8, 2, 64), (64, 64, 8, 2, 128), (64, 64, 4, 2, 64), (64, 32, 4, 2, 64),
-                 (32, 64, 4, 2, 64), (64, 32, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 2, 128),
-                 (32, 64, 8, 2, 128)]
+    shapes_do = [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (64, 32, 4, 2, 64), (32, 64, 8, 2, 64)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_DO": do}, num_warps=w, num_stages=s)
             for bm, bn, w, s, do in shapes_do]
 
@@ -655,7 +651,7 @@ def _soft_pu_bwd_cols_kernel(
     z_rows = cols.to(tl.int64) * D
     d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    z_tile, z_out = _candidate_tiles(z_base, z_rows, col_ok, d_out, d_ok, D, SINGLE_D, BLOCK_D, BLOCK_DO)
+    z_tile, _z_out = _candidate_tiles(z_base, z_rows, col_ok, d_out, d_ok, D, SINGLE_D, BLOCK_D, BLOCK_DO)
 
     grad = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
