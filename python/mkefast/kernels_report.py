@@ -193,6 +193,32 @@ def summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str, int
     return out
 
 
+def markdown(records: list[dict[str, Any]]) -> str:
+    """A Markdown table with one row per (kernel, variant, arch, dtype, d, Triton version): the configurations in
+    the autotuning space, how many of them are spill-free, their range of registers and shared memory, the
+    tensor-core instruction and the exps per pair."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        key = (r["kernel"].removeprefix("_").removesuffix("_kernel"), r["variant"] or "-", r["arch"], r["dtype"],
+               r["d"] or "any", r["triton"] or "cuda")
+        groups.setdefault(key, []).append(r)
+    lines = ["| kernel | variant | arch | dtype | d | triton | in space | spill-free | registers | spilled B (pruned) "
+             "| shared KiB | tensor cores | exp/pair |", "|" + " --- |" * 13]
+    for key, rs in groups.items():
+        space = [r for r in rs if r["in_autotune_space"]] or rs
+        pruned = [r["spill_bytes"] for r in rs if not r["in_autotune_space"]]
+        regs = sorted({r["registers"] for r in space})
+        smem = [r["shared_bytes"] / 1024 for r in space]
+        ops = sorted({r["tensor_core_op"] or "none" for r in space})
+        exps = sorted({round(r["exp_per_pair"], 2) for r in space if r["exp_per_pair"]})
+        lines.append("| " + " | ".join([
+            *map(str, key), str(len(space)), str(sum(r["spill_bytes"] == 0 for r in space)),
+            f"{regs[0]}-{regs[-1]}" if len(regs) > 1 else str(regs[0]),
+            f"{min(pruned)}-{max(pruned)}" if pruned else "-", f"{min(smem):.0f}-{max(smem):.0f}",
+            "/".join(ops), "/".join(f"{e:g}" for e in exps) or "-"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def check(records: list[dict[str, Any]]) -> list[str]:
     """The problems `--check` fails on: a configuration the autotuner may pick spills, or a (variant, arch,
     dtype, d) keeps fewer than MIN_SPILL_FREE spill-free configurations (when it has that many candidates)."""
@@ -207,7 +233,9 @@ def check(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.cuda:
+    if args.from_json:
+        records = [r for path in args.from_json for r in json.loads(path.read_text())]
+    elif args.cuda:
         records, why_not = cuda_records()
         if why_not is not None:
             print(f"mkefast kernels: CUDA module skipped: {why_not}")
@@ -226,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
         records = triton_records(args.arch, args.dtype, args.d, kernels=args.kernels, labels=args.variants,
                                  autotune_only=args.space == "autotune", progress=progress)
     print(table(records))
+    if args.markdown is not None:
+        args.markdown.write_text(markdown(records))
+        print(f"wrote the summary table to {args.markdown}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1) + "\n")
@@ -264,5 +295,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--cuda", action="store_true",
                         help="report the compiled CUDA module (cuobjdump of mkefast._C_cuda) instead of the Triton "
                              "kernels")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write a summary table in Markdown here")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="read the records of earlier --json runs instead of compiling (to merge or summarize)")
     parser.add_argument("--verbose", action="store_true", help="print each compile and its time as it finishes")
     parser.set_defaults(func=_run)
