@@ -9,7 +9,7 @@ stack frame), shared memory, whether the tile products run on the tensor cores, 
 it without `TRITON_INTERPRET=1`.
 
 A variant fixes a kernel's compile-time switches (RBF on/off, "phi" or "logit" weights, exclude_diagonal, which
-gradients; SINGLE_D, BLOCK_D and the dot precision follow from d and the dtype as in `mkefast.backends.triton`);
+gradients; SINGLE_D (forward), BLOCK_D and the dot precision follow from d and the dtype as in `mkefast.backends.triton`);
 each is compiled for every configuration of its kernel's autotuning candidates (`candidate_configs`), and
 `in_autotune_space` says whether the kernel's own pruning keeps that configuration for this launch. The integer
 arguments carry the divisibility hints a launch would give them (pointers and d aligned to 16 bytes / elements
@@ -124,9 +124,10 @@ def variants(d: int, dtype: str, *, kernels: Iterable[str] | None = None,
     def pair(kernel: str, weights: str, exclude: bool, **extra: Any) -> Variant:
         flags = "".join(f"+{k.lower()}" for k, v in extra.items() if v)
         label = f"{weights}{'+excl' if exclude else ''}{flags}"
-        block_d = bwd_block if "bwd" in kernel else fwd_block
-        constexprs = {**_WEIGHTS[weights], "EXCLUDE_DIAGONAL": exclude, "SINGLE_D": d <= block_d, **extra,
-                      **launch, "BLOCK_D": block_d}
+        # The backward always streams over d (`mkefast.backends.triton._MAX_BWD_BLOCK_D`).
+        single = {} if "bwd" in kernel else {"SINGLE_D": d <= fwd_block}
+        constexprs = {**_WEIGHTS[weights], "EXCLUDE_DIAGONAL": exclude, **single, **extra, **launch,
+                      "BLOCK_D": bwd_block if "bwd" in kernel else fwd_block}
         return Variant(kernel, label, constexprs, grad_s_dtype="fp32" if "atomic" in kernel else "in")
 
     out = [

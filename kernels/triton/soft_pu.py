@@ -86,9 +86,12 @@ forward's, and feeds Gᵀ to its product, as flash attention's backward forms dK
 anchor-gradient and τ partials into fp32 buffers with atomics: faster, but the order of the additions, hence
 the last bits, vary from run to run.
 
-Feature blocks. ℓ is accumulated over d in BLOCK_D chunks, so any d works; when one chunk covers d
-(SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop. A kernel that
-writes a gradient `[rows, d]` owns one BLOCK_D-wide column block of it (program axis "d blocks").
+Feature blocks. ℓ is accumulated over d in BLOCK_D chunks, so any d works; in the forward, when one chunk
+covers d (SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop. The
+backward kernels always stream (64-wide chunks, re-read from L1/L2): they also hold the gradient's fp32
+accumulator, and holding the operands too spills registers (`mkefast kernels`). A kernel that writes a gradient
+`[rows, d]` owns one BLOCK_DO-wide column block of it (program axis "d blocks"; BLOCK_DO is a tile parameter:
+narrower blocks hold less, but each recomputes its tiles of ℓ).
 
 Precision. Operands go to `tl.dot` in their own dtype (bf16/fp16 on the tensor cores) with fp32 accumulation;
 fp32 operands use `input_precision="ieee"` (exact fp32, no TF32). All statistics are fp32. Under the
@@ -134,7 +137,7 @@ ROW_CONSTANTS = ("lse", "cp", "c11", "c10", "ref_u")
 # is 255 per thread; the rest goes to the masks, the weights' temporaries, addresses and the operands. The
 # budgets are what `mkefast kernels` measures spill-free on sm_90a and sm_80 (Triton 3.6 and newer) for every
 # variant at d <= 256; a configuration over budget spills somewhere there and is pruned before autotuning.
-_BUDGET = {"fwd": 32, "rows": 48, "cols": 48, "atomic": 48}
+_BUDGET = {"ref": 16, "fwd": 32, "rows": 48, "cols": 48, "atomic": 40}
 
 
 def _tile_configs(backward: bool = False) -> list[triton.Config]:
@@ -151,7 +154,7 @@ def _tile_configs(backward: bool = False) -> list[triton.Config]:
     if not backward:
         shapes = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 3)]
         return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
-    shapes_do = [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (64, 32, 4, 2, 64), (32, 64, 8, 2, 64)]
+    shapes_do = [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 2, 64)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_DO": do}, num_warps=w, num_stages=s)
             for bm, bn, w, s, do in shapes_do]
 
@@ -159,6 +162,8 @@ def _tile_configs(backward: bool = False) -> list[triton.Config]:
 def tile_values_per_thread(kernel: str, config: triton.Config, d: int) -> float:
     """The fp32 values per thread that a configuration holds in `kernel` ("fwd", "rows", "cols", "atomic") at
     feature size d: its ℓ tile, plus the gradient block it accumulates (`_BUDGET`)."""
+    if kernel == "ref":
+        kernel = "fwd"
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
     values = bm * bn
     if kernel != "fwd":
@@ -294,7 +299,7 @@ def _pair_terms(u, keep, lse, c11, c10, ref_u, diag, fallback, p11, p10, rbf_sca
     return p, q, ell
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY, prune_configs_by={"early_config_prune": _pruner("fwd")})
+@triton.autotune(configs=_tile_configs(), key=_KEY, prune_configs_by={"early_config_prune": _pruner("ref")})
 @triton.jit
 def _soft_pu_phi_ref_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -504,7 +509,7 @@ def _soft_pu_bwd_rows_kernel(
     rbf_scale,  # ln 2 / σ
     log2_sigma,  # log2 σ
     inv_temp,  # 1 / τ
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
     GRAD_S: tl.constexpr, GRAD_T: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
@@ -517,10 +522,6 @@ def _soft_pu_bwd_rows_kernel(
     s_rows = rows.to(tl.int64) * D
     d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    d_all = tl.arange(0, BLOCK_D)
-    if SINGLE_D:
-        s_tile = tl.load(s_ptr + s_rows[:, None] + d_all[None, :], mask=row_ok[:, None] & (d_all < D)[None, :],
-                         other=0.0)
 
     # One accumulator for every modality: the anchors' gradient is written once, in a fixed order.
     z_stride = tl.cast(B_C, tl.int64) * D  # B_c may be specialized to a constexpr (B_c = 1): cast, not .to
@@ -536,13 +537,7 @@ def _soft_pu_bwd_rows_kernel(
             cols = k0 + tl.arange(0, BLOCK_N)
             col_ok = cols < B_C
             z_rows = cols.to(tl.int64) * D
-            if SINGLE_D:
-                z_tile = tl.load(z_base + z_rows[:, None] + d_all[None, :],
-                                 mask=col_ok[:, None] & (d_all < D)[None, :], other=0.0)
-                acc = _mma(s_tile, tl.trans(z_tile), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
-                           DOT_PRECISION, INTERPRET)
-            else:
-                acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+            acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
             cls_k, lab_k = _load_candidates(cls_ptr, lab_ptr, cols, col_ok)
             p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10,
                                     ref, qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
@@ -554,13 +549,7 @@ def _soft_pu_bwd_rows_kernel(
                 tau_a += a_part
                 tau_s += s_part
             if GRAD_S:
-                if SINGLE_D:
-                    if BLOCK_DO == BLOCK_D:  # the product's tile is the output's d block: reuse it
-                        z_out = z_tile
-                    else:
-                        z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
-                else:
-                    z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
+                z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
                 grad = _mma(round_to(g, z_out.dtype, INTERPRET), z_out, grad, DOT_PRECISION, INTERPRET)
         if GRAD_T and pid_d == 0:  # every d block forms the same G; the first one writes the τ sums
             plane = tl.cast(M, tl.int64) * B_A
@@ -575,48 +564,20 @@ def _soft_pu_bwd_rows_kernel(
 
 
 @triton.jit
-def _candidate_tiles(z_base, z_rows, col_ok, d_out, d_ok, D, SINGLE_D: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_DO: tl.constexpr):
-    """(z_tile, z_out) of the column-parallel kernels' candidate block: all of d (the ℓ product's operand, held
-    across the loop) when SINGLE_D, and the output's d block (the same tile when it spans all of d)."""
-    d_all = tl.arange(0, BLOCK_D)
-    if SINGLE_D:
-        z_tile = _load_block(z_base, z_rows, col_ok, d_all, d_all < D)
-        if BLOCK_DO == BLOCK_D:
-            z_out = z_tile
-        else:
-            z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
-    else:
-        z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
-        z_tile = z_out  # unused: the ℓ product streams over d
-    return z_tile, z_out
-
-
-@triton.jit
-def _anchor_block_tile(s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr,
+def _anchor_block_tile(s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr,
                        const_ptr, j0, mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma,
-                       RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
-                       DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
+                       RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                       INTERPRET: tl.constexpr):
     """(G, p, ℓ, s_out, rows, row_ok, s_rows) of anchor block j0 against the column-parallel kernels' candidate
-    block; z_tile is `_candidate_tiles`'s, s_out the anchors' d block of the output."""
+    block; s_out is the anchors' d block of the output."""
     rows = j0 + tl.arange(0, BLOCK_M)
     row_ok = rows < B_A
     s_rows = rows.to(tl.int64) * D
     partner, cls_j, lab_j, fallback = _load_anchors(a_cls_ptr, a_lab_ptr, n11_ptr, rows, row_ok, B_C, diag_offset)
     lse, cp, c11, c10, ref = _load_row_constants(const_ptr, mod * B_A + rows, row_ok, M, B_A)
-    if SINGLE_D:
-        d_all = tl.arange(0, BLOCK_D)
-        s_tile = _load_block(s_ptr, s_rows, row_ok, d_all, d_all < D)
-        acc = _mma(s_tile, tl.trans(z_tile), tl.zeros((BLOCK_M, z_rows.shape[0]), dtype=tl.float32), DOT_PRECISION,
-                   INTERPRET)
-        if BLOCK_DO == BLOCK_D:
-            s_out = s_tile
-        else:
-            s_out = _load_block(s_ptr, s_rows, row_ok, d_out, d_ok)
-    else:
-        acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
-        s_out = _load_block(s_ptr, s_rows, row_ok, d_out, d_ok)
+    acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+    s_out = _load_block(s_ptr, s_rows, row_ok, d_out, d_ok)
     p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10, ref,
                             qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
     return cp[:, None] * p - q, p, ell, s_out, rows, row_ok, s_rows
@@ -637,7 +598,7 @@ def _soft_pu_bwd_cols_kernel(
     grad_z_ptr,  # [M, B_c, d] out, the dtype of the candidates
     M, B_A, B_C, D, diag_offset,
     qk_scale, rbf_scale, log2_sigma, inv_temp,
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
@@ -651,14 +612,13 @@ def _soft_pu_bwd_cols_kernel(
     z_rows = cols.to(tl.int64) * D
     d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    z_tile, _z_out = _candidate_tiles(z_base, z_rows, col_ok, d_out, d_ok, D, SINGLE_D, BLOCK_D, BLOCK_DO)
 
     grad = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
         g, _, _, s_out, _, _, _ = _anchor_block_tile(
-            s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
+            s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
-            EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, BLOCK_DO, DOT_PRECISION, INTERPRET)
+            EXCLUDE_DIAGONAL, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
         grad = _mma(tl.trans(round_to(g, s_out.dtype, INTERPRET)), s_out, grad, DOT_PRECISION, INTERPRET)
     out = grad_z_ptr + mod * B_C * D + z_rows[:, None] + d_out[None, :]
     tl.store(out, round_to(grad * inv_temp, grad_z_ptr.dtype.element_ty, INTERPRET),
@@ -682,7 +642,7 @@ def _soft_pu_bwd_atomic_kernel(
     grad_z_ptr,  # [M, B_c, d] out, the dtype of the candidates
     M, B_A, B_C, D, diag_offset,
     qk_scale, rbf_scale, log2_sigma, inv_temp,
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
     GRAD_T: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
@@ -697,14 +657,14 @@ def _soft_pu_bwd_atomic_kernel(
     z_rows = cols.to(tl.int64) * D
     d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    z_tile, z_out = _candidate_tiles(z_base, z_rows, col_ok, d_out, d_ok, D, SINGLE_D, BLOCK_D, BLOCK_DO)
+    z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
 
     grad = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
         g, p, ell, s_out, rows, row_ok, s_rows = _anchor_block_tile(
-            s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
+            s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
-            EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, BLOCK_DO, DOT_PRECISION, INTERPRET)
+            EXCLUDE_DIAGONAL, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
         g_low = round_to(g, s_out.dtype, INTERPRET)
         grad = _mma(tl.trans(g_low), s_out, grad, DOT_PRECISION, INTERPRET)
         partial = _mma(g_low, z_out, tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32), DOT_PRECISION, INTERPRET)

@@ -249,7 +249,8 @@ def _run(args: argparse.Namespace) -> int:
         def progress(r: dict[str, Any]) -> None:
             if args.verbose:
                 print(f"  {r['kernel']} {r['variant']} sm_{r['arch']} {r['dtype']} d={r['d']} "
-                      f"{_config_text(r['config'])}: {r['seconds']:.1f} s", file=sys.stderr, flush=True)
+                      f"{_config_text(r['config'])}: {r['registers']} registers, {r['spill_bytes']} B spilled, "
+                      f"{r['seconds']:.1f} s", file=sys.stderr, flush=True)
 
         records = triton_records(args.arch, args.dtype, args.d, kernels=args.kernels, labels=args.variants,
                                  autotune_only=args.space == "autotune", progress=progress)

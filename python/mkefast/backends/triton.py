@@ -54,8 +54,8 @@ ATOMIC_BACKWARD: bool = os.environ.get("MKEFAST_TRITON_ATOMIC", "0").strip() not
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _OPS = ("soft_pu", "cosine_rec")
 # Widest d-block of the soft-PU tiles; wider features are looped over (and the gradients tiled) in such blocks.
-# The backward streams its ℓ products over d in narrower blocks: holding both [tile, d] operands of a d = 256
-# tile besides the gradient's accumulator spills registers at every tile size (`mkefast kernels`).
+# The backward streams its ℓ products over d in narrower blocks, even where one block covers d: holding both
+# [tile, d] operands across the loop besides the gradient's accumulator spills registers (`mkefast kernels`).
 _MAX_PAIR_BLOCK_D = 256
 _MAX_BWD_BLOCK_D = 64
 _LOG2E = 1.0 / math.log(2.0)
@@ -122,15 +122,17 @@ def _kernel_ref(ref: Tensor) -> Tensor:
 def _common_meta(anchors: Tensor, options: SoftPUOptions, backward: bool = False) -> dict[str, object]:
     d = anchors.shape[1]
     block_d = _pair_block_d(d, backward)
-    return {
+    meta: dict[str, object] = {
         "RBF": options.rbf_enabled,
         "PHI": options.phi,
         "EXCLUDE_DIAGONAL": options.exclude_diagonal,
-        "SINGLE_D": d <= block_d,
         "BLOCK_D": block_d,
         "DOT_PRECISION": _dot_precision(anchors.dtype),
         "INTERPRET": _kernels()[0].INTERPRET,
     }
+    if not backward:  # the backward always streams its ℓ products over d (_MAX_BWD_BLOCK_D)
+        meta["SINGLE_D"] = d <= block_d
+    return meta
 
 
 def _phi_references(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> Tensor:
