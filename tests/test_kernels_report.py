@@ -94,7 +94,7 @@ def test_cuda_report():
     if "CUDA module skipped" in done.stdout:
         assert importlib.util.find_spec("mkefast._C_cuda") is None or "cuobjdump" in done.stdout
         pytest.skip(done.stdout.strip())
-    assert "soft_pu_fwd_kernel" in done.stdout
+    assert "soft_pu_fwd " in done.stdout and "soft_pu_bwd " in done.stdout
     assert "spills" not in done.stdout, done.stdout
 
 

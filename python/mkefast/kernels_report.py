@@ -51,14 +51,18 @@ def _csv(kind: Callable[[str], Any], allowed: Iterable[str] | None = None) -> Ca
     return parse
 
 
+def _require_compiled() -> None:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise ValueError("TRITON_INTERPRET is set: the kernels must be compiled, not interpreted; unset it")
+
+
 def triton_records(archs: list[str], dtypes: list[str], ds: list[int], *, kernels: list[str] | None = None,
                    labels: list[str] | None = None, autotune_only: bool = False,
                    progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """One record per (variant, configuration, arch, dtype, d), compiled sequentially in this process (Triton
     caches every compiled kernel, so a second run only reads the cache). `autotune_only` compiles only the
     configurations the autotuner may pick."""
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise ValueError("TRITON_INTERPRET is set: the kernels must be compiled, not interpreted; unset it")
+    _require_compiled()
     from mkefast.kernels.triton import aot
 
     records = []
@@ -241,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"mkefast kernels: CUDA module skipped: {why_not}")
             return 0
     else:
+        _require_compiled()
         import triton
 
         print(f"Triton {triton.__version__}: compiling for sm_{', sm_'.join(args.arch)} (no GPU needed)",
