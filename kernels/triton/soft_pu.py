@@ -138,6 +138,9 @@ ROW_CONSTANTS = ("lse", "cp", "c11", "c10", "ref_u")
 # budgets are what `mkefast kernels` measures spill-free on sm_90a and sm_80 (Triton 3.6 and newer) for every
 # variant at d <= 256; a configuration over budget spills somewhere there and is pruned before autotuning.
 _BUDGET = {"ref": 16, "fwd": 32, "rows": 48, "cols": 48, "atomic": 40}
+# Within budget but measured spilling: (BLOCK_M, BLOCK_N, warps, BLOCK_DO) per kernel. Triton 3.9 for sm_80 keeps
+# an 8-byte stack frame in the column-parallel backward at 32 x 64 (128 registers, d = 64).
+_SPILLING = {"cols": {(32, 64, 8, 64)}}
 
 
 def _tile_configs(backward: bool = False) -> list[triton.Config]:
@@ -178,7 +181,9 @@ def _pruner(kernel: str):
         # A gradient block wider than d only wastes lanes: the narrowest one that covers d does it all.
         widest = max(16, 1 << (d - 1).bit_length())
         kept = [c for c in configs if tile_values_per_thread(kernel, c, d) <= _BUDGET[kernel]
-                and ("BLOCK_DO" not in c.kwargs or c.kwargs["BLOCK_DO"] <= max(widest, 64))]
+                and ("BLOCK_DO" not in c.kwargs or c.kwargs["BLOCK_DO"] <= max(widest, 64))
+                and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.kwargs.get("BLOCK_DO"))
+                not in _SPILLING.get(kernel, ())]
         return kept or configs[-1:]
     prune.__name__ = f"_prune_{kernel}"
     return prune
