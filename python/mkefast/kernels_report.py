@@ -236,6 +236,11 @@ def check(records: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def _write_json(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=1) + "\n")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.from_json:
         records = [r for path in args.from_json for r in json.loads(path.read_text())]
@@ -251,7 +256,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Triton {triton.__version__}: compiling for sm_{', sm_'.join(args.arch)} (no GPU needed)",
               file=sys.stderr)
 
+        done: list[dict[str, Any]] = []
+
         def progress(r: dict[str, Any]) -> None:
+            done.append(r)
+            if args.json is not None:  # as it goes: a long run that is stopped keeps what it compiled
+                _write_json(args.json, done)
             if args.verbose:
                 print(f"  {r['kernel']} {r['variant']} sm_{r['arch']} {r['dtype']} d={r['d']} "
                       f"{_config_text(r['config'])}: {r['registers']} registers, {r['spill_bytes']} B spilled, "
@@ -264,8 +274,7 @@ def _run(args: argparse.Namespace) -> int:
         args.markdown.write_text(markdown(records))
         print(f"wrote the summary table to {args.markdown}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
+        _write_json(args.json, records)
         print(f"wrote {len(records)} records to {args.json}")
     problems = check(records)
     for problem in problems:
