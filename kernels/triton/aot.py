@@ -101,7 +101,7 @@ def config_dict(config: Any) -> dict[str, int]:
 
 
 def _launch_choices(d: int, dtype: str) -> tuple[int, int, str, int]:
-    """(BLOCK_D of the forward pair kernels, of the backward ones, their dot precision, BLOCK_D of the cosine
+    """(BLOCK_D of the forward pair kernel, of the streamed ones (backward, "phi" pre-pass), their dot precision, BLOCK_D of the cosine
     kernels), as `mkefast.backends.triton` chooses them for a launch."""
     import torch
     from mkefast.kernels.triton.cosine_rec import MAX_BLOCK_D
@@ -109,7 +109,7 @@ def _launch_choices(d: int, dtype: str) -> tuple[int, int, str, int]:
     from mkefast.backends.triton import _cosine_block_d, _dot_precision, _pair_block_d
 
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-    return (_pair_block_d(d), _pair_block_d(d, backward=True), _dot_precision(torch_dtype),
+    return (_pair_block_d(d), _pair_block_d(d, streamed=True), _dot_precision(torch_dtype),
             _cosine_block_d(d, MAX_BLOCK_D))
 
 
@@ -124,14 +124,14 @@ def variants(d: int, dtype: str, *, kernels: Iterable[str] | None = None,
     def pair(kernel: str, weights: str, exclude: bool, **extra: Any) -> Variant:
         flags = "".join(f"+{k.lower()}" for k, v in extra.items() if v)
         label = f"{weights}{'+excl' if exclude else ''}{flags}"
-        # The backward always streams over d (`mkefast.backends.triton._MAX_BWD_BLOCK_D`).
+        # The backward always streams over d (`mkefast.backends.triton._MAX_STREAMED_BLOCK_D`).
         single = {} if "bwd" in kernel else {"SINGLE_D": d <= fwd_block}
         constexprs = {**_WEIGHTS[weights], "EXCLUDE_DIAGONAL": exclude, **single, **extra, **launch,
                       "BLOCK_D": bwd_block if "bwd" in kernel else fwd_block}
         return Variant(kernel, label, constexprs, grad_s_dtype="fp32" if "atomic" in kernel else "in")
 
     out = [
-        Variant("_soft_pu_phi_ref_kernel", "excl", {"EXCLUDE_DIAGONAL": True, **launch}),
+        Variant("_soft_pu_phi_ref_kernel", "excl", {"EXCLUDE_DIAGONAL": True, **launch, "BLOCK_D": bwd_block}),
         pair("_soft_pu_fwd_kernel", "none", False),
         pair("_soft_pu_fwd_kernel", "logit", False),
         pair("_soft_pu_fwd_kernel", "phi", True),

@@ -54,10 +54,11 @@ ATOMIC_BACKWARD: bool = os.environ.get("MKEFAST_TRITON_ATOMIC", "0").strip() not
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _OPS = ("soft_pu", "cosine_rec")
 # Widest d-block of the soft-PU tiles; wider features are looped over (and the gradients tiled) in such blocks.
-# The backward streams its ℓ products over d in narrower blocks, even where one block covers d: holding both
-# [tile, d] operands across the loop besides the gradient's accumulator spills registers (`mkefast kernels`).
+# The backward and the "phi" pre-pass stream their ℓ products over d in narrower blocks, even where one block
+# covers d: holding both [tile, d] operands across the loop (besides the backward's gradient accumulator)
+# spills registers (`mkefast kernels`).
 _MAX_PAIR_BLOCK_D = 256
-_MAX_BWD_BLOCK_D = 64
+_MAX_STREAMED_BLOCK_D = 64
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
@@ -94,9 +95,9 @@ def _check_device(*tensors: Tensor) -> None:
                                "are imported")
 
 
-def _pair_block_d(d: int, backward: bool = False) -> int:
+def _pair_block_d(d: int, streamed: bool = False) -> int:
     # tl.dot needs K >= 16.
-    return min(max(16, 1 << (d - 1).bit_length()), _MAX_BWD_BLOCK_D if backward else _MAX_PAIR_BLOCK_D)
+    return min(max(16, 1 << (d - 1).bit_length()), _MAX_STREAMED_BLOCK_D if streamed else _MAX_PAIR_BLOCK_D)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -121,7 +122,7 @@ def _kernel_ref(ref: Tensor) -> Tensor:
 
 def _common_meta(anchors: Tensor, options: SoftPUOptions, backward: bool = False) -> dict[str, object]:
     d = anchors.shape[1]
-    block_d = _pair_block_d(d, backward)
+    block_d = _pair_block_d(d, streamed=backward)
     meta: dict[str, object] = {
         "RBF": options.rbf_enabled,
         "PHI": options.phi,
@@ -130,7 +131,7 @@ def _common_meta(anchors: Tensor, options: SoftPUOptions, backward: bool = False
         "DOT_PRECISION": _dot_precision(anchors.dtype),
         "INTERPRET": _kernels()[0].INTERPRET,
     }
-    if not backward:  # the backward always streams its ℓ products over d (_MAX_BWD_BLOCK_D)
+    if not backward:  # the backward always streams its ℓ products over d (_MAX_STREAMED_BLOCK_D)
         meta["SINGLE_D"] = d <= block_d
     return meta
 
@@ -150,7 +151,7 @@ def _phi_references(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets,
         anchors, candidates, targets.cls, targets.anchor_cls, targets.anchor_labeled.view(torch.uint8),
         targets.n11, order, n_lab, ref_u,
         b_a, b_c, d, targets.diag_offset, _LOG2E / options.temperature,
-        EXCLUDE_DIAGONAL=options.exclude_diagonal, BLOCK_D=_pair_block_d(d),
+        EXCLUDE_DIAGONAL=options.exclude_diagonal, BLOCK_D=_pair_block_d(d, streamed=True),
         DOT_PRECISION=_dot_precision(anchors.dtype), INTERPRET=kernels.INTERPRET,
     )
     return ref_u.double() * _LN2
