@@ -185,12 +185,12 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str, int], tuple[int, int, int]]:
-    """{(kernel, variant, arch, dtype, d): (configurations in the autotuning space, spill-free ones among them,
-    spilling ones among all compiled)}."""
-    out: dict[tuple[str, str, str, str, int], tuple[int, int, int]] = {}
+def summary(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str, int, str], tuple[int, int, int]]:
+    """{(kernel, variant, arch, dtype, d, triton): (configurations in the autotuning space, spill-free ones among
+    them, spilling ones among all compiled)}."""
+    out: dict[tuple[str, str, str, str, int, str], tuple[int, int, int]] = {}
     for r in records:
-        key = (r["kernel"], r["variant"], r["arch"], r["dtype"], r["d"])
+        key = (r["kernel"], r["variant"], r["arch"], r["dtype"], r["d"], r.get("triton", ""))
         space, free, spilling = out.get(key, (0, 0, 0))
         in_space = bool(r["in_autotune_space"])
         out[key] = (space + in_space, free + (in_space and r["spill_bytes"] == 0), spilling + (r["spill_bytes"] > 0))
@@ -229,7 +229,7 @@ def check(records: list[dict[str, Any]]) -> list[str]:
     problems = [f"{r['kernel']} {r['variant']} sm_{r['arch']} {r['dtype']} d={r['d']} {_config_text(r['config'])}: "
                 f"spills {r['spill_bytes']} B but is in the autotuning space"
                 for r in records if r["in_autotune_space"] and r["spill_bytes"] > 0]
-    for (kernel, variant, arch, dtype, d), (space, free, _) in summary(records).items():
+    for (kernel, variant, arch, dtype, d, _), (space, free, _) in summary(records).items():
         if free < min(MIN_SPILL_FREE, space):
             problems.append(f"{kernel} {variant} sm_{arch} {dtype} d={d}: {free} spill-free configurations in the "
                             f"autotuning space (at least {MIN_SPILL_FREE} wanted)")
