@@ -86,9 +86,12 @@ forward's, and feeds Gᵀ to its product, as flash attention's backward forms dK
 anchor-gradient and τ partials into fp32 buffers with atomics: faster, but the order of the additions, hence
 the last bits, vary from run to run.
 
-Feature blocks. ℓ is accumulated over d in BLOCK_D chunks, so any d works; when one chunk covers d
-(SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop. A kernel that
-writes a gradient `[rows, d]` owns one BLOCK_D-wide column block of it (program axis "d blocks").
+Feature blocks. ℓ is accumulated over d in BLOCK_D chunks, so any d works; in the forward, when one chunk
+covers d (SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop. The
+backward kernels always stream (64-wide chunks, re-read from L1/L2): they also hold the gradient's fp32
+accumulator, and holding the operands too spills registers (`mkefast kernels`). A kernel that writes a gradient
+`[rows, d]` owns one BLOCK_DO-wide column block of it (program axis "d blocks"; BLOCK_DO is a tile parameter:
+narrower blocks hold less, but each recomputes its tiles of ℓ).
 
 Precision. Operands go to `tl.dot` in their own dtype (bf16/fp16 on the tensor cores) with fp32 accumulation;
 fp32 operands use `input_precision="ieee"` (exact fp32, no TF32). All statistics are fp32. Under the
@@ -129,20 +132,61 @@ HALF_LOG2E: tl.constexpr = tl.constexpr(0.7213475204444817)  # ½ log2(e): exp(-
 ROW_CONSTANTS = ("lse", "cp", "c11", "c10", "ref_u")
 
 
-def _tile_configs() -> list[triton.Config]:
-    """Autotuning space of the pair kernels: one config under the interpreter (nothing to time there).
+# Register budget of a tile configuration: the fp32 values per thread of its [BLOCK_M, BLOCK_N] tile plus those
+# of the gradient block it accumulates ([rows, BLOCK_DO]), at most this many per kernel. ptxas's register file
+# is 255 per thread; the rest goes to the masks, the weights' temporaries, addresses and the operands. The
+# budgets are what `mkefast kernels` measures spill-free on sm_90a and sm_80 (Triton 3.6 and newer) for every
+# variant at d <= 256; a configuration over budget spills somewhere there and is pruned before autotuning.
+_BUDGET = {"ref": 16, "fwd": 32, "rows": 48, "cols": 48, "atomic": 40}
+# Within budget but measured spilling: (BLOCK_M, BLOCK_N, warps, BLOCK_DO) per kernel. Triton 3.9 for sm_80 keeps
+# an 8-byte stack frame in the column-parallel backward at 32 x 64 (128 registers, d = 64).
+_SPILLING = {"cols": {(32, 64, 8, 64)}}
+
+
+def _tile_configs(backward: bool = False) -> list[triton.Config]:
+    """Autotuning candidates of the pair kernels (the backward's also choose BLOCK_DO, the width of the gradient's
+    column block); `_prune` keeps those within the register budget. One config under the interpreter (nothing to
+    time there).
 
     The interpreter's tiles are small and unequal, so that the tests' small batches still span several tiles
-    of each kind, and a mix-up of the two block sizes fails them.
+    of each kind, and a mix-up of the two block sizes fails them; its 16-wide gradient blocks split every d > 16.
     """
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    # The small asymmetric tiles are for the backward at d = 256, whose [tile, d] fp32 accumulator and ℓ tile
-    # exceed the register file at 64 x 64 (ptxas reports spills there; the autotuner weighs that against size).
-    shapes = [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 64, 8, 4),
-              (64, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 8, 2),
-              (32, 64, 4, 3), (64, 32, 4, 3)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, **({"BLOCK_DO": 16} if backward else {})},
+                              num_warps=4, num_stages=1)]
+    if not backward:
+        shapes = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 3)]
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+    shapes_do = [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 2, 64)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_DO": do}, num_warps=w, num_stages=s)
+            for bm, bn, w, s, do in shapes_do]
+
+
+def tile_values_per_thread(kernel: str, config: triton.Config, d: int) -> float:
+    """The fp32 values per thread that a configuration holds in `kernel` ("fwd", "rows", "cols", "atomic") at
+    feature size d: its ℓ tile, plus the gradient block it accumulates (`_BUDGET`)."""
+    if kernel == "ref":
+        kernel = "fwd"
+    bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+    values = bm * bn
+    if kernel != "fwd":
+        block_do = min(config.kwargs["BLOCK_DO"], max(16, 1 << (d - 1).bit_length()))
+        values += {"rows": bm, "cols": bn, "atomic": bm + bn}[kernel] * block_do
+    return values / (32 * config.num_warps)
+
+
+def _pruner(kernel: str):
+    def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
+        d = int(named_args["D"])
+        # A gradient block wider than d only wastes lanes: the narrowest one that covers d does it all.
+        widest = max(16, 1 << (d - 1).bit_length())
+        kept = [c for c in configs if tile_values_per_thread(kernel, c, d) <= _BUDGET[kernel]
+                and ("BLOCK_DO" not in c.kwargs or c.kwargs["BLOCK_DO"] <= max(widest, 64))
+                and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.kwargs.get("BLOCK_DO"))
+                not in _SPILLING.get(kernel, ())]
+        return kept or configs[-1:]
+    prune.__name__ = f"_prune_{kernel}"
+    return prune
 
 
 _KEY = ["B_A", "B_C", "D"]
@@ -188,6 +232,12 @@ def _load_anchors(a_cls_ptr, a_lab_ptr, n11_ptr, rows, row_ok, B_C, diag_offset)
     lab_j = tl.load(a_lab_ptr + rows, mask=row_ok, other=0) != 0
     fallback = tl.load(n11_ptr + rows, mask=row_ok, other=0.0) == 0.0
     return partner, cls_j, lab_j, fallback
+
+
+@triton.jit
+def _load_block(base, rows, row_ok, cols, col_ok):
+    """The `[len(rows), len(cols)]` block at int64 row offsets `rows` and columns `cols` (0 where masked)."""
+    return tl.load(base + rows[:, None] + cols[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
 
 
 @triton.jit
@@ -254,7 +304,7 @@ def _pair_terms(u, keep, lse, c11, c10, ref_u, diag, fallback, p11, p10, rbf_sca
     return p, q, ell
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY)
+@triton.autotune(configs=_tile_configs(), key=_KEY, prune_configs_by={"early_config_prune": _pruner("ref")})
 @triton.jit
 def _soft_pu_phi_ref_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -314,7 +364,7 @@ def _soft_pu_phi_ref_kernel(
     tl.store(ref_ptr + mod * B_A + rows, ref, mask=row_ok)
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY)
+@triton.autotune(configs=_tile_configs(), key=_KEY, prune_configs_by={"early_config_prune": _pruner("fwd")})
 @triton.jit
 def _soft_pu_fwd_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -445,7 +495,8 @@ def _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback
                        p10, rbf_scale, log2_sigma, RBF, PHI)
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY)
+@triton.autotune(configs=_tile_configs(backward=True), key=_KEY,
+                 prune_configs_by={"early_config_prune": _pruner("rows")})
 @triton.jit
 def _soft_pu_bwd_rows_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -463,9 +514,9 @@ def _soft_pu_bwd_rows_kernel(
     rbf_scale,  # ln 2 / σ
     log2_sigma,  # log2 σ
     inv_temp,  # 1 / τ
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
     GRAD_S: tl.constexpr, GRAD_T: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -474,14 +525,12 @@ def _soft_pu_bwd_rows_kernel(
     row_ok = rows < B_A
     partner, cls_j, lab_j, fallback = _load_anchors(a_cls_ptr, a_lab_ptr, n11_ptr, rows, row_ok, B_C, diag_offset)
     s_rows = rows.to(tl.int64) * D
-    d_out = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    if SINGLE_D:
-        s_tile = tl.load(s_ptr + s_rows[:, None] + d_out[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
     # One accumulator for every modality: the anchors' gradient is written once, in a fixed order.
     z_stride = tl.cast(B_C, tl.int64) * D  # B_c may be specialized to a constexpr (B_c = 1): cast, not .to
-    grad = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
+    grad = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
     for mod in range(0, M):
         lse, cp, c11, c10, ref = _load_row_constants(const_ptr, mod * B_A + rows, row_ok, M, B_A)
         z_base = z_ptr + mod * z_stride
@@ -493,13 +542,7 @@ def _soft_pu_bwd_rows_kernel(
             cols = k0 + tl.arange(0, BLOCK_N)
             col_ok = cols < B_C
             z_rows = cols.to(tl.int64) * D
-            if SINGLE_D:
-                z_out = tl.load(z_base + z_rows[:, None] + d_out[None, :], mask=col_ok[:, None] & d_ok[None, :],
-                                other=0.0)
-                acc = _mma(s_tile, tl.trans(z_out), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
-                           DOT_PRECISION, INTERPRET)
-            else:
-                acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+            acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
             cls_k, lab_k = _load_candidates(cls_ptr, lab_ptr, cols, col_ok)
             p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10,
                                     ref, qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
@@ -511,9 +554,7 @@ def _soft_pu_bwd_rows_kernel(
                 tau_a += a_part
                 tau_s += s_part
             if GRAD_S:
-                if not SINGLE_D:
-                    z_out = tl.load(z_base + z_rows[:, None] + d_out[None, :], mask=col_ok[:, None] & d_ok[None, :],
-                                    other=0.0)
+                z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
                 grad = _mma(round_to(g, z_out.dtype, INTERPRET), z_out, grad, DOT_PRECISION, INTERPRET)
         if GRAD_T and pid_d == 0:  # every d block forms the same G; the first one writes the τ sums
             plane = tl.cast(M, tl.int64) * B_A
@@ -528,30 +569,27 @@ def _soft_pu_bwd_rows_kernel(
 
 
 @triton.jit
-def _anchor_block_tile(s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr,
+def _anchor_block_tile(s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr,
                        const_ptr, j0, mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma,
-                       RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+                       RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
                        INTERPRET: tl.constexpr):
     """(G, p, ℓ, s_out, rows, row_ok, s_rows) of anchor block j0 against the column-parallel kernels' candidate
-    block; s_out / z_tile are the anchors' / candidates' d block of the output (all of d when SINGLE_D)."""
+    block; s_out is the anchors' d block of the output."""
     rows = j0 + tl.arange(0, BLOCK_M)
     row_ok = rows < B_A
     s_rows = rows.to(tl.int64) * D
-    s_out = tl.load(s_ptr + s_rows[:, None] + d_out[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     partner, cls_j, lab_j, fallback = _load_anchors(a_cls_ptr, a_lab_ptr, n11_ptr, rows, row_ok, B_C, diag_offset)
     lse, cp, c11, c10, ref = _load_row_constants(const_ptr, mod * B_A + rows, row_ok, M, B_A)
-    if SINGLE_D:
-        acc = _mma(s_out, tl.trans(z_tile), tl.zeros((BLOCK_M, z_rows.shape[0]), dtype=tl.float32), DOT_PRECISION,
-                   INTERPRET)
-    else:
-        acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+    acc = _dot_rows(s_ptr, s_rows, row_ok, z_base, z_rows, col_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+    s_out = _load_block(s_ptr, s_rows, row_ok, d_out, d_ok)
     p, q, ell = _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback, lse, c11, c10, ref,
                             qk_scale, rbf_scale, log2_sigma, RBF, PHI, EXCLUDE_DIAGONAL)
     return cp[:, None] * p - q, p, ell, s_out, rows, row_ok, s_rows
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY)
+@triton.autotune(configs=_tile_configs(backward=True), key=_KEY,
+                 prune_configs_by={"early_config_prune": _pruner("cols")})
 @triton.jit
 def _soft_pu_bwd_cols_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -565,8 +603,8 @@ def _soft_pu_bwd_cols_kernel(
     grad_z_ptr,  # [M, B_c, d] out, the dtype of the candidates
     M, B_A, B_C, D, diag_offset,
     qk_scale, rbf_scale, log2_sigma, inv_temp,
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -577,23 +615,23 @@ def _soft_pu_bwd_cols_kernel(
     cls_k, lab_k = _load_candidates(cls_ptr, lab_ptr, cols, col_ok)
     z_base = z_ptr + mod * B_C * D
     z_rows = cols.to(tl.int64) * D
-    d_out = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    z_tile = tl.load(z_base + z_rows[:, None] + d_out[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
 
-    grad = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    grad = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
         g, _, _, s_out, _, _, _ = _anchor_block_tile(
-            s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
+            s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
-            EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
+            EXCLUDE_DIAGONAL, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
         grad = _mma(tl.trans(round_to(g, s_out.dtype, INTERPRET)), s_out, grad, DOT_PRECISION, INTERPRET)
     out = grad_z_ptr + mod * B_C * D + z_rows[:, None] + d_out[None, :]
     tl.store(out, round_to(grad * inv_temp, grad_z_ptr.dtype.element_ty, INTERPRET),
              mask=col_ok[:, None] & d_ok[None, :])
 
 
-@triton.autotune(configs=_tile_configs(), key=_KEY, reset_to_zero=["grad_s_ptr", "tau_ptr"])
+@triton.autotune(configs=_tile_configs(backward=True), key=_KEY, reset_to_zero=["grad_s_ptr", "tau_ptr"],
+                 prune_configs_by={"early_config_prune": _pruner("atomic")})
 @triton.jit
 def _soft_pu_bwd_atomic_kernel(
     s_ptr,  # [B_a, d] anchors
@@ -609,9 +647,9 @@ def _soft_pu_bwd_atomic_kernel(
     grad_z_ptr,  # [M, B_c, d] out, the dtype of the candidates
     M, B_A, B_C, D, diag_offset,
     qk_scale, rbf_scale, log2_sigma, inv_temp,
-    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr, SINGLE_D: tl.constexpr,
+    RBF: tl.constexpr, PHI: tl.constexpr, EXCLUDE_DIAGONAL: tl.constexpr,
     GRAD_T: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr,
     DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -622,19 +660,19 @@ def _soft_pu_bwd_atomic_kernel(
     cls_k, lab_k = _load_candidates(cls_ptr, lab_ptr, cols, col_ok)
     z_base = z_ptr + mod * B_C * D
     z_rows = cols.to(tl.int64) * D
-    d_out = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_out = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
     d_ok = d_out < D
-    z_tile = tl.load(z_base + z_rows[:, None] + d_out[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+    z_out = _load_block(z_base, z_rows, col_ok, d_out, d_ok)
 
-    grad = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    grad = tl.zeros((BLOCK_N, BLOCK_DO), dtype=tl.float32)
     for j0 in range(0, B_A, BLOCK_M):
         g, p, ell, s_out, rows, row_ok, s_rows = _anchor_block_tile(
-            s_ptr, z_base, z_tile, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
+            s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_ptr, a_lab_ptr, n11_ptr, const_ptr, j0,
             mod, d_out, d_ok, M, B_A, B_C, D, diag_offset, qk_scale, rbf_scale, log2_sigma, RBF, PHI,
-            EXCLUDE_DIAGONAL, SINGLE_D, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
+            EXCLUDE_DIAGONAL, BLOCK_M, BLOCK_D, DOT_PRECISION, INTERPRET)
         g_low = round_to(g, s_out.dtype, INTERPRET)
         grad = _mma(tl.trans(g_low), s_out, grad, DOT_PRECISION, INTERPRET)
-        partial = _mma(g_low, z_tile, tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32), DOT_PRECISION, INTERPRET)
+        partial = _mma(g_low, z_out, tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32), DOT_PRECISION, INTERPRET)
         tl.atomic_add(grad_s_ptr + s_rows[:, None] + d_out[None, :], partial * inv_temp,
                       mask=row_ok[:, None] & d_ok[None, :], sem="relaxed")
         if GRAD_T and pid_d == 0:

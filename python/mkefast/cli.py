@@ -20,6 +20,7 @@ from mkefast.backends import BackendUnavailableError
 # whose parser sets `func(args) -> int`; imported when the parser is built.
 _COMMAND_MODULES: tuple[str, ...] = (
     "mkefast.experiments.robult_paper", "mkefast.experiments.mke_paper", "mkefast.demo", "mkefast.bench.cli",
+    "mkefast.kernels_report",
 )
 
 

@@ -8,15 +8,12 @@ float32 error plus a margin relative to max(1, |truth|): fp32: theirs (2e-6); fp
 computes them in float32): the backward rounds ∂L/∂ℓ to the input dtype before its second product (as any
 low-precision attention backward does), hence 4 of that rounding's unit (MARGIN). Without a GPU this runs under
 the Triton interpreter with 16×32 tiles, so small sizes still span several tiles; on a GPU a few larger cases
-are added. The ahead-of-time compile check (sm_90a / sm_80, no GPU needed) is at the end.
+are added. The ahead-of-time compile checks (sm_90a / sm_80, no GPU needed) are in tests/test_kernels_report.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from typing import NamedTuple
 
 import pytest
@@ -324,33 +321,3 @@ def test_cosine_nan_in_nan_out():
 @requires_gpu
 def test_cosine_large_rows_on_gpu():
     check_cosine_no_worse_than_reference("triton", DEV, (4099, 1024), torch.bfloat16, 2 ** -9)
-
-
-def _compile_check(args: list[str]) -> str:
-    """Runs the ahead-of-time compile check in a process without the interpreter; returns its report."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "mkefast.kernels.triton.aot", *args], env=env, capture_output=True,
-                          text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
-def test_kernels_compile_for_sm90a():
-    """The fullest variants (phi weights, exclude_diagonal, ∂τ; the atomic kernel shares every helper of the
-    deterministic ones) compile for sm_90a without a GPU (bf16, d = 128; the full matrix is marked slow)."""
-    report = _compile_check(["--arch", "90a", "--d", "128", "--kernels",
-                             "_soft_pu_fwd_kernel,_soft_pu_bwd_atomic_kernel,_cosine_rec_bwd_kernel",
-                             "--labels", "phi+excl,phi+excl+grad_t,a+b"])
-    assert "FAILED" not in report and report.count("regs=") == 3, report
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", ["90a", "80"])
-def test_every_kernel_variant_compiles(arch):
-    """Every variant (RBF off / logit / phi, exclude_diagonal, each gradient choice, atomic) compiles for
-    `arch`: bf16 with SINGLE_D on (d = 128) and off (d = 512), and fp32 (exact "ieee" dots, whose unrolled FMA
-    tiles make ptxas slow: d = 64). A few minutes per arch on two cores when Triton's cache is cold."""
-    bf16 = _compile_check(["--arch", arch, "--dtype", "bf16", "--d", "128,512"])
-    fp32 = _compile_check(["--arch", arch, "--dtype", "fp32", "--d", "64"])
-    for report, count in ((bf16, 2 * 13), (fp32, 13)):
-        assert "FAILED" not in report and report.count("regs=") == count, report

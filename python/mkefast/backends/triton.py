@@ -54,7 +54,11 @@ ATOMIC_BACKWARD: bool = os.environ.get("MKEFAST_TRITON_ATOMIC", "0").strip() not
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _OPS = ("soft_pu", "cosine_rec")
 # Widest d-block of the soft-PU tiles; wider features are looped over (and the gradients tiled) in such blocks.
+# The backward and the "phi" pre-pass stream their ℓ products over d in narrower blocks, even where one block
+# covers d: holding both [tile, d] operands across the loop (besides the backward's gradient accumulator)
+# spills registers (`mkefast kernels`).
 _MAX_PAIR_BLOCK_D = 256
+_MAX_STREAMED_BLOCK_D = 64
 _LOG2E = 1.0 / math.log(2.0)
 _LN2 = math.log(2.0)
 
@@ -91,9 +95,9 @@ def _check_device(*tensors: Tensor) -> None:
                                "are imported")
 
 
-def _pair_block_d(d: int) -> int:
+def _pair_block_d(d: int, streamed: bool = False) -> int:
     # tl.dot needs K >= 16.
-    return min(max(16, 1 << (d - 1).bit_length()), _MAX_PAIR_BLOCK_D)
+    return min(max(16, 1 << (d - 1).bit_length()), _MAX_STREAMED_BLOCK_D if streamed else _MAX_PAIR_BLOCK_D)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -116,18 +120,20 @@ def _kernel_ref(ref: Tensor) -> Tensor:
     return (ref * _LOG2E).float().contiguous()
 
 
-def _common_meta(anchors: Tensor, options: SoftPUOptions) -> dict[str, object]:
+def _common_meta(anchors: Tensor, options: SoftPUOptions, backward: bool = False) -> dict[str, object]:
     d = anchors.shape[1]
-    block_d = _pair_block_d(d)
-    return {
+    block_d = _pair_block_d(d, streamed=backward)
+    meta: dict[str, object] = {
         "RBF": options.rbf_enabled,
         "PHI": options.phi,
         "EXCLUDE_DIAGONAL": options.exclude_diagonal,
-        "SINGLE_D": d <= block_d,
         "BLOCK_D": block_d,
         "DOT_PRECISION": _dot_precision(anchors.dtype),
         "INTERPRET": _kernels()[0].INTERPRET,
     }
+    if not backward:  # the backward always streams its ℓ products over d (_MAX_STREAMED_BLOCK_D)
+        meta["SINGLE_D"] = d <= block_d
+    return meta
 
 
 def _phi_references(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions) -> Tensor:
@@ -145,7 +151,7 @@ def _phi_references(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets,
         anchors, candidates, targets.cls, targets.anchor_cls, targets.anchor_labeled.view(torch.uint8),
         targets.n11, order, n_lab, ref_u,
         b_a, b_c, d, targets.diag_offset, _LOG2E / options.temperature,
-        EXCLUDE_DIAGONAL=options.exclude_diagonal, BLOCK_D=_pair_block_d(d),
+        EXCLUDE_DIAGONAL=options.exclude_diagonal, BLOCK_D=_pair_block_d(d, streamed=True),
         DOT_PRECISION=_dot_precision(anchors.dtype), INTERPRET=kernels.INTERPRET,
     )
     return ref_u.double() * _LN2
@@ -253,14 +259,14 @@ def soft_pu_bwd(
     m, b_c, d = candidates.shape
     b_a = anchors.shape[0]
     consts = _row_constants(targets, stats, grad_lb, grad_ulb)
-    meta = _common_meta(anchors, options)
-    n_dblocks = _cdiv(d, int(meta["BLOCK_D"]))  # type: ignore[call-overload]
+    meta = _common_meta(anchors, options, backward=True)
     labels = _label_args(targets)
     scalars = (m, b_a, b_c, d, targets.diag_offset, _LOG2E / options.temperature, *_rbf_scalars(options),
                1.0 / options.temperature)
 
+    # The gradients are written in BLOCK_DO-wide column blocks (a tile configuration: ℓ is recomputed for each).
     def col_grid(meta: dict[str, int]) -> tuple[int, int, int]:
-        return (_cdiv(b_c, meta["BLOCK_N"]), m, n_dblocks)
+        return (_cdiv(b_c, meta["BLOCK_N"]), m, _cdiv(d, meta["BLOCK_DO"]))
 
     grad_anchors = grad_candidates = None
     # Per row: T, Γ, A, S (kernels' module docstring, "∂L/∂τ"); zero-filled for the atomic kernel.
@@ -279,7 +285,7 @@ def soft_pu_bwd(
             # Without the anchors' gradient one d block suffices (the ℓ tiles loop over all of d); an output the
             # kernel does not write still needs a valid pointer.
             soft_pu._soft_pu_bwd_rows_kernel[lambda meta: (_cdiv(b_a, meta["BLOCK_M"]),
-                                                           n_dblocks if needs_anchors else 1)](
+                                                           _cdiv(d, meta["BLOCK_DO"]) if needs_anchors else 1)](
                 anchors, candidates, *labels, consts, tau_sums if grad_anchors is None else grad_anchors, tau_sums,
                 *scalars, GRAD_S=needs_anchors, GRAD_T=needs_temperature, **meta,
             )
