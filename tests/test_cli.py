@@ -190,6 +190,11 @@ ROBULT = ["robult", "mfeat", "--views", "fou,kar"]
 
 # (argv with {dir} for the folder of broken inputs, the command, what the message must name)
 MISTAKES = [
+    pytest.param(["kernels", "--arch", "70"], "kernels", "argument --arch", id="kernels-arch"),
+    pytest.param(["kernels", "--d", "0"], "kernels", "argument --d", id="kernels-d-0"),
+    pytest.param(["kernels", "--json", "{dir}"], "kernels", "argument --json", id="kernels-json-directory"),
+    pytest.param(["kernels", "--from-json", "{dir}/missing.json"], "kernels", "argument --from-json",
+                 id="kernels-from-json-missing"),
     pytest.param(["info", "--bogus"], "info", "--bogus", id="info-unknown-option"),
     pytest.param(["demo", "--out", "{dir}/afile/x.png"], "demo", "argument --out", id="demo-out-under-a-file"),
     pytest.param(["demo", "--out", "{dir}"], "demo", "argument --out", id="demo-out-directory"),

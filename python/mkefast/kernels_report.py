@@ -288,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Registers `mkefast kernels`."""
     from mkefast.cli import HelpFormatter
+    from mkefast.experiments.common import existing_file, output_file, positive_int
 
     parser = subparsers.add_parser("kernels", help="registers, spills, shared memory, tensor cores and exps of "
                                                    "every GPU kernel, compiled ahead of time (no GPU needed)",
@@ -296,22 +297,24 @@ def add_parser(subparsers: Any) -> None:
                         help="targets, comma-separated: 90a (Hopper), 80 (Ampere)")
     parser.add_argument("--dtype", type=_csv(str, ("bf16", "fp16", "fp32")), default=["bf16", "fp16", "fp32"],
                         help="input dtypes, comma-separated")
-    parser.add_argument("--d", type=_csv(int), default=[64, 128, 256], help="feature sizes, comma-separated")
+    parser.add_argument("--d", type=_csv(positive_int), default=[64, 128, 256], help="feature sizes, comma-separated")
     parser.add_argument("--kernels", type=_csv(str), default=None,
                         help="Triton kernel names, comma-separated (default: every kernel)")
     parser.add_argument("--variants", type=_csv(str), default=None,
                         help="variant labels, comma-separated, e.g. phi+excl+grad_s+grad_t (default: every variant)")
     parser.add_argument("--space", choices=("all", "autotune"), default="all",
                         help="compile every candidate configuration, or only those the autotuner may pick")
-    parser.add_argument("--json", type=Path, default=None, help="also write the records to this JSON file")
+    parser.add_argument("--json", type=output_file, default=None,
+                        help="also write the records to this JSON file (default: print only)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when a configuration in the autotuning space spills, or a kernel variant keeps "
                              f"fewer than {MIN_SPILL_FREE} spill-free ones")
     parser.add_argument("--cuda", action="store_true",
                         help="report the compiled CUDA module (cuobjdump of mkefast._C_cuda) instead of the Triton "
                              "kernels")
-    parser.add_argument("--markdown", type=Path, default=None, help="also write a summary table in Markdown here")
-    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+    parser.add_argument("--markdown", type=output_file, default=None,
+                        help="also write a summary table in Markdown here (default: none)")
+    parser.add_argument("--from-json", type=existing_file, nargs="+", default=None,
                         help="read the records of earlier --json runs instead of compiling (to merge or summarize)")
     parser.add_argument("--verbose", action="store_true", help="print each compile and its time as it finishes")
     parser.set_defaults(func=_run)
