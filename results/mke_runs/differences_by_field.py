@@ -27,7 +27,9 @@ for f in fields(Protocol):
     ours_with = paper_value if our_value != paper_value else other
     jobs.append((f.name, "paper_protocol_without", replace(PAPER, **{f.name: other}), [paper_value, other]))
     jobs.append((f.name, "our_protocol_with", replace(OURS, **{f.name: ours_with}), [paper_value, other]))
-jobs.sort(key=lambda job: job[1] != "paper_protocol_without")  # each field from the paper's end first
+# Each field from the paper's end first, the largest published effects first.
+priority = ["teacher_seed", "double_softmax", "joint_input_noise", "paper_rows", "notebook_seeds", "zero_noise_draws"]
+jobs.sort(key=lambda job: (job[1] != "paper_protocol_without", priority.index(job[0])))
 jobs.append(("", "ours", OURS, None))
 for name, side, protocol, values in jobs:
     done = out.get(side) if not name else out["fields"].get(name, {}).get(side)
