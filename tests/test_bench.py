@@ -219,8 +219,11 @@ def test_script_main_appends_to_the_op_csv_unless_told(tmp_path):
     assert other.exists() and not (tmp_path / "unused").exists()
 
 
-def test_demo_kernels_section_puts_the_fused_loss_beside_the_reference():
+def test_demo_kernels_section_puts_the_fused_loss_beside_the_reference(monkeypatch):
     """The demo's kernel section: one row per backend (time, peak MiB) and one figure panel drawing both."""
+    # At a small B one default chunk (32 MiB) holds the whole [B, 2B] block, so the fused pass would hold as
+    # much as the reference; a 0.25 MiB chunk (64 of the 512 rows) makes the difference structural.
+    monkeypatch.setenv("MKEFAST_CPU_CHUNK_MB", "0.25")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,15 +232,16 @@ def test_demo_kernels_section_puts_the_fused_loss_beside_the_reference():
     from mkefast.demo import DemoContext, kernels_section
 
     ctx = DemoContext()
-    kernels_section(ctx, batch=256)
+    kernels_section(ctx, batch=512)
     assert [name for name, _, _ in ctx.kernels] == ["soft-PU fwd+bwd, cpu", "soft-PU fwd+bwd, reference"]
     assert all(seconds > 0 for _, seconds, _ in ctx.kernels)
     if memory.supported():
-        # The reference holds several [2, 256, 256] float32 tensors (0.5 MiB each); the fused pass none.
+        # The reference holds several [2, 512, 512] float32 tensors (2 MiB each); the fused pass one 0.25 MiB
+        # chunk besides the O(B·d) gradients.
         (_, _, fused), (_, _, dense) = ctx.kernels
         assert 0 <= fused < dense
     (title, draw), = ctx.panels
-    assert "B = 256" in title
+    assert "B = 512" in title
     fig, ax = plt.subplots()
     draw(ax)
     assert len(ax.patches) == 2
