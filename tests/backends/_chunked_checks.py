@@ -2,8 +2,9 @@
 
 A backend's `soft_pu_fwd` / `soft_pu_bwd` are compared with the float64 truth of `tests.backends._harness`
 (the reference backend in float64, differentiated by torch's autograd): every statistic, the gradients of
-the anchors and the candidates, and ∂L/∂τ. In float32 the rule of STYLE.md applies: the backend's error
-against that truth must be no worse than the reference backend's own float32 error plus a small margin.
+the anchors and the candidates, and ∂L/∂τ. In float32 the rule of docs/math.md ("How the backends are
+checked") applies: the backend's error against that truth must be no worse than the reference backend's
+own float32 error plus a small margin.
 The cosine reconstruction checks compare `cosine_rec_fwd` / `cosine_rec_bwd` with the reference backend's
 `cosine_rec_rows` differentiated by autograd. Each `check_*` takes the backend's name and device; the test
 files parametrize them.

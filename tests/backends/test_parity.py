@@ -1,6 +1,7 @@
 """Every fast backend against the reference oracle, on the spec's full matrix of cases.
 
-Float64 is compared tightly. For lower precisions the STYLE.md rule applies: the backend's error against a
+Float64 is compared tightly. For lower precisions the rule of docs/math.md ("How the backends are checked")
+applies: the backend's error against a
 float64 ground truth (computed from the same rounded inputs) must be no worse than the reference backend's
 own error in that dtype, plus a small margin.
 """

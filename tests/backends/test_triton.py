@@ -2,7 +2,8 @@
 
 `soft_pu_fwd` / `soft_pu_bwd` are called directly (below the functional layer), so that every saved statistic
 (lb, ulb, lse, ref, a_ulb), both backward variants (deterministic and atomic) and ∂L/∂τ are compared on the
-same forward. Errors follow the STYLE.md rule, with the comparison helpers shared with the chunked backends'
+same forward. Errors follow the rule of docs/math.md ("How the backends are checked"), with the comparison
+helpers shared with the chunked backends'
 tests (`tests.backends._chunked_checks`): against the float64 truth, no worse than the reference backend's own
 float32 error plus a margin relative to max(1, |truth|): fp32: theirs (2e-6); fp16 / bf16 inputs (the reference
 computes them in float32): the backward rounds ∂L/∂ℓ to the input dtype before its second product (as any
