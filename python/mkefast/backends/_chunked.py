@@ -149,6 +149,14 @@ def _stats_like(s: Tensor, m: int) -> SoftPUStats:
                          for name in SoftPUStats._fields))
 
 
+def _grad_buffers(lay: _Layout, needs_anchors: bool, needs_candidates: bool,
+                  needs_temperature: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Empty gradients of the anchors, the stacked candidates and the rows' ∂L/∂τ shares, each only if asked."""
+    return (torch.empty_like(lay.s) if needs_anchors else None,
+            torch.empty_like(lay.z) if needs_candidates else None,
+            lay.s.new_empty(lay.m, lay.s.shape[0]) if needs_temperature else None)
+
+
 def _rows(t: Tensor | None, start: int, stop: int) -> Tensor | None:
     return None if t is None else t[:, start:stop]
 
@@ -225,9 +233,7 @@ def soft_pu_bwd_chunked(
     stats = SoftPUStats(*(t.to(torch.float64 if name == "ref" else acc).contiguous()
                           for name, t in zip(SoftPUStats._fields, stats, strict=True)))
     g_lb, g_ulb = grad_lb.to(acc).contiguous(), grad_ulb.to(acc).contiguous()
-    grad_s = torch.empty_like(lay.s) if needs_anchors else None
-    grad_z = torch.empty_like(lay.z) if needs_candidates else None
-    grad_tau = lay.s.new_empty(lay.m, b_a) if needs_temperature else None
+    grad_s, grad_z, grad_tau = _grad_buffers(lay, needs_anchors, needs_candidates, needs_temperature)
     for start in _chunks(b_a, chunk_rows):
         stop = min(start + chunk_rows, b_a)
         g = _dots(lay, start, stop)
@@ -256,9 +262,7 @@ def soft_pu_fwd_grad_chunked(
     lay = _layout(anchors, candidates, chunk_rows)
     stats = _stats_like(lay.s, lay.m)
     b_a = lay.s.shape[0]
-    grad_s = torch.empty_like(lay.s) if needs_anchors else None
-    grad_z = torch.empty_like(lay.z) if needs_candidates else None
-    grad_tau = lay.s.new_empty(lay.m, b_a) if needs_temperature else None
+    grad_s, grad_z, grad_tau = _grad_buffers(lay, needs_anchors, needs_candidates, needs_temperature)
     for start in _chunks(b_a, chunk_rows):
         stop = min(start + chunk_rows, b_a)
         g = _dots(lay, start, stop)
