@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -169,3 +171,27 @@ def test_fused_backward_is_not_differentiable_twice() -> None:
         torch.autograd.grad(loss, x, create_graph=True)
     with pytest.raises(NotImplementedError, match=r"torch\.func"):
         torch.func.grad(lambda t: mkefast.soft_pu_loss(t, torch.randn(M, 6, D), backend=backend))(x.detach())
+
+
+def test_constant_result_marks_as_torch_does() -> None:
+    """`constant_result` sets what `torch.compiler.assume_constant_result` sets, and nothing else (it avoids
+    importing torch._dynamo at `import mkefast`; a torch that marks functions differently fails here)."""
+    from mkefast.ops import _library
+
+    def ours() -> None: ...
+
+    def theirs() -> None: ...
+
+    saved = sys.modules.pop("torch._dynamo")  # the path taken while torch._dynamo is not imported
+    try:
+        _library.constant_result(ours)
+    finally:
+        sys.modules["torch._dynamo"] = saved
+    torch.compiler.assume_constant_result(theirs)
+    assert vars(ours) == vars(theirs) == {"_dynamo_marked_constant": True}
+
+
+def test_import_does_not_load_dynamo() -> None:
+    code = "import sys, mkefast, mkefast.nn; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -17,17 +17,38 @@ which call these ops; the `reference` backend is plain differentiable PyTorch an
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 from torch import Tensor
 
 from mkefast.backends import CHUNKED_MIN_DIM, get_backend, resolve_backend
 from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype, make_targets
 
-__all__ = ["CHUNKED_MIN_DIM", "cosine_rec_bwd", "cosine_rec_fwd", "forms_grad_in_forward", "pack_targets", "resolve",
-           "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-@torch.compiler.assume_constant_result
+def constant_result(fn: _F) -> _F:
+    """`torch.compiler.assume_constant_result`, without importing torch._dynamo at `import mkefast`.
+
+    The public decorator imports torch._dynamo (about 2.6 s of CPU, paid by every `mkefast` command and every
+    benchmark subprocess) only to set the attribute below, which torch.compile reads when it meets the
+    function. Once torch._dynamo is loaded the public decorator is used as is; tests/test_compile.py checks
+    that it still sets exactly this attribute, and that the compiled graphs do not break at these functions.
+    """
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+__all__ = ["CHUNKED_MIN_DIM", "constant_result", "cosine_rec_bwd", "cosine_rec_fwd", "forms_grad_in_forward",
+           "pack_targets", "resolve", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
+
+
+@constant_result
 def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: bool) -> str:
     """`mkefast.backends.resolve_backend`, which `torch.compile` evaluates once while tracing.
 
@@ -40,7 +61,7 @@ def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: 
     return resolve_backend(name, op, device, dtype, wide)
 
 
-@torch.compiler.assume_constant_result
+@constant_result
 def forms_grad_in_forward(backend: str) -> bool:
     """Whether the backend implements `soft_pu_fwd_grad` (constant while torch.compile traces, like `resolve`)."""
     return hasattr(get_backend(backend), "soft_pu_fwd_grad")
