@@ -107,17 +107,24 @@ def _op_cases() -> list[tuple[str, tuple[object, ...]]]:
     packed = pack_targets(t)
     tau = torch.tensor(0.2, dtype=torch.float64)
     rec, tgt = torch.randn(B, D, requires_grad=True), torch.randn(B, D, requires_grad=True)
+    nothing = torch.zeros(B, dtype=torch.int64), torch.zeros(B, dtype=torch.bool)
+    partner_only = pack_targets(make_targets(*nothing, None, *nothing, None, diag_offset=0, exclude_diagonal=False))
+    sym = unimodal[:, :B].detach()
+    lse = torch.randn(M, B, dtype=torch.float64)
     return [
         ("soft_pu_targets", (labels, labeled, pseudo, labels[:B], labeled[:B], pseudo[:B], tau, 0, True)),
         ("soft_pu_fwd", (fused, unimodal, packed, tau, 0, 1.0, "logit", True, "cpu", [False, False, False])),
         ("soft_pu_fwd", (fused[3:], unimodal, packed, tau, 3, math.inf, "phi", False, "cpu", [False, False, False])),
         ("cosine_rec_fwd", (rec, tgt, "cpu")),
+        ("soft_pu_sym_fwd", (fused, sym, partner_only, tau, "cpu")),
+        ("soft_pu_sym_bwd", (fused, sym, partner_only, tau, "cpu", lse, lse + 0.5,
+                             *torch.rand(2, M, B, dtype=torch.float64), [True, True, True])),
     ]
 
 
 @pytest.mark.parametrize(("op", "index"), [("soft_pu_targets", 0), ("soft_pu_fwd", 1), ("soft_pu_fwd", 2),
-                                           ("cosine_rec_fwd", 3)],
-                         ids=["targets", "soft_pu", "soft_pu_offset", "cosine"])
+                                           ("cosine_rec_fwd", 3), ("soft_pu_sym_fwd", 4), ("soft_pu_sym_bwd", 5)],
+                         ids=["targets", "soft_pu", "soft_pu_offset", "cosine", "symmetric", "symmetric_bwd"])
 def test_opcheck(op: str, index: int) -> None:
     """Schema, fake kernel and AOT dispatch of each custom op (torch.library.opcheck). The ops carry no
     autograd formula of their own (the autograd Functions of mkefast.ops call them), so they are checked on

@@ -43,6 +43,22 @@ struct SoftPURows {
   T* grad_temperature = nullptr;  // the rows' shares of ∂L/∂τ
 };
 
+// What the symmetric InfoNCE passes (csrc/cpu/isa/soft_pu_rows.cpp) need beyond the rows' arrays: the rows'
+// lse in double (an [M, B] array addressed like the rows' arrays), and `[M, B_c]` arrays with one entry per
+// column of the logits, i.e. per anchor of the reverse direction.
+template <typename T>
+struct SoftPUSymmetric {
+  bool bounded = false;  // every |ℓ| ≤ shift, and exp(ℓ − shift) stays normal: one exp per pair
+  T shift = T(0);        // R (bounded)
+  double* row_lse = nullptr;      // forward: written; backward: read
+  T* col_max = nullptr;           // forward, general: running column max (start at -inf)
+  double* col_sum = nullptr;      // forward: running Σ exp(ℓ − col_max) (bounded: Σ exp(ℓ − R)); start at 0
+  const T* lse_col_hi = nullptr;  // backward: the reverse direction's lse as hi + lo floats
+  const T* lse_col_lo = nullptr;
+  const T* grad_col = nullptr;    // backward: the upstream gradient of the reverse direction's terms
+  const T* col_factor = nullptr;  // backward, bounded: grad_col · exp(R − lse_col)
+};
+
 template <typename T>
 struct SoftPUKernelsOf {
   // Forward: writes lb, ulb, lse, ref, a_ulb; the chunk is left as logits.
@@ -54,6 +70,14 @@ struct SoftPUKernelsOf {
   // ∂/∂dots over the chunk (and the ∂/∂τ shares when grad_temperature is set), one read of each row.
   void (*fwd_grad)(const SoftPUParams&, const ClassIndex&, const SoftPUChunk<T>&, const SoftPURows<T>&,
                    int threads);
+  // Symmetric InfoNCE, forward: the rows' lb, ulb, lse, ref, a_ulb as `fwd` (and lse in double), and the
+  // running column sums.
+  void (*sym_fwd)(const SoftPUParams&, const ClassIndex&, const SoftPUChunk<T>&, const SoftPURows<T>&,
+                  const SoftPUSymmetric<T>&, int threads);
+  // Symmetric InfoNCE, backward: reads the rows' lse (double) and grad_ulb and the columns' lse and upstream
+  // gradients; overwrites the chunk with ∂L/∂dots of both directions (and the ∂L/∂τ shares, when asked).
+  void (*sym_grad)(const SoftPUParams&, const ClassIndex&, const SoftPUChunk<T>&, const SoftPURows<T>&,
+                   const SoftPUSymmetric<T>&, int threads);
 };
 
 struct SoftPUKernels {

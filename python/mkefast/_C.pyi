@@ -81,6 +81,59 @@ def soft_pu_fwd_grad_f32(
     """The forward epilogue and the gradient of sum(lb + ulb): the statistics, and the chunk overwritten with
     d(sum(lb + ulb))/d(dots) (and the rows' shares of its derivative in tau)."""
 
+def soft_pu_sym_fwd_f32(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    lb: int,
+    ulb: int,
+    lse: int,
+    ref: int,
+    a_ulb: int,
+    row_lse: int,
+    bounded: bool,
+    shift: float,
+    col_max: int,
+    col_sum: int,
+    num_threads: int,
+) -> None:
+    """Symmetric InfoNCE forward: the rows' statistics (and their lse in float64) and the running column
+    statistics col_max / col_sum ([modalities, cols]); the chunk is left as scratch."""
+
+def soft_pu_sym_grad_f32(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    row_lse: int,
+    grad_ulb: int,
+    grad_temperature: int,
+    bounded: bool,
+    shift: float,
+    lse_col_hi: int,
+    lse_col_lo: int,
+    grad_col: int,
+    col_factor: int,
+    num_threads: int,
+) -> None:
+    """Symmetric InfoNCE backward: the chunk overwritten with the gradient of both directions' terms (and the
+    rows' shares of dL/dtau)."""
+
 def soft_pu_bwd_f32(
     *,
     params: SoftPUParams,
@@ -168,6 +221,59 @@ def soft_pu_fwd_grad_f64(
 ) -> None:
     """The forward epilogue and the gradient of sum(lb + ulb): the statistics, and the chunk overwritten with
     d(sum(lb + ulb))/d(dots) (and the rows' shares of its derivative in tau)."""
+
+def soft_pu_sym_fwd_f64(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    lb: int,
+    ulb: int,
+    lse: int,
+    ref: int,
+    a_ulb: int,
+    row_lse: int,
+    bounded: bool,
+    shift: float,
+    col_max: int,
+    col_sum: int,
+    num_threads: int,
+) -> None:
+    """Symmetric InfoNCE forward: the rows' statistics (and their lse in float64) and the running column
+    statistics col_max / col_sum ([modalities, cols]); the chunk is left as scratch."""
+
+def soft_pu_sym_grad_f64(
+    *,
+    params: SoftPUParams,
+    dots: int,
+    rows: int,
+    cols: int,
+    modalities: int,
+    first_anchor: int,
+    stride: int,
+    class_members: int,
+    class_begin: int,
+    max_class_size: int,
+    row_lse: int,
+    grad_ulb: int,
+    grad_temperature: int,
+    bounded: bool,
+    shift: float,
+    lse_col_hi: int,
+    lse_col_lo: int,
+    grad_col: int,
+    col_factor: int,
+    num_threads: int,
+) -> None:
+    """Symmetric InfoNCE backward: the chunk overwritten with the gradient of both directions' terms (and the
+    rows' shares of dL/dtau)."""
 
 def soft_pu_bwd_f64(
     *,

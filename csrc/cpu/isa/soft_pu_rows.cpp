@@ -472,9 +472,209 @@ void fwd_grad_chunk(const SoftPUParams& p, const ClassIndex& ix, const SoftPUChu
   }
 }
 
+// ---- Symmetric InfoNCE: nothing labeled, no pseudo labels, B_a = B_c, partner k = j (docs/math.md,
+// "Symmetric InfoNCE in one pass"). Then P11 = ∅ and P10 = {partner} with w = 1, so each direction's term is
+// lse − ℓ_jj, and the reverse direction's rows are the columns of the same logits: one forward pass gives
+// both directions (the rows' lse here, the columns' accumulated chunk by chunk), and one backward pass forms
+// G = g_j (p^row_jk − δ_jk) + g'_k (p^col_jk − δ_jk) for both at once.
+//
+// With a shift R ≥ every |ℓ| whose span 2R stays inside the exp's range (`bounded`), exp(ℓ − R) is one number
+// that serves the row sums and the column sums (the forward), and p^row and p^col are it times a per-row
+// and a per-column factor (the backward): one exp per pair in each pass instead of two.
+//
+// Both lse are kept in double (their float rounding, ~ulp(ℓ), would reach every softmax in the backward as a
+// relative error); the float loops subtract them as a hi + lo pair of floats.
+
+// Columns per block of the column pass: one thread owns a block and reads its rows in order, so every
+// column's sum is formed in the same order for any thread count. Wide (8 KiB of float per row): each row
+// segment then spans whole pages, where 1 KiB segments at a stride of B_c floats missed the TLB row by row.
+constexpr std::int64_t kColumnBlock = 2048;
+
+// The column pass of the forward over a chunk of logits (or, bounded, of e = exp(ℓ − R)): running
+// (col_max, col_sum) of every one of the M·B_c columns, col_sum = Σ exp(ℓ − col_max) in double. Bounded,
+// the e are summed as they are and col_max is not used.
+template <bool kBounded, typename T>
+void sym_cols_chunk(const SoftPUChunk<T>& c, T* col_max, double* col_sum, int threads) {
+  const std::int64_t n = c.modalities * c.cols;
+  const std::int64_t blocks = (n + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t k0 = b * kColumnBlock;
+    const std::int64_t w = n - k0 < kColumnBlock ? n - k0 : kColumnBlock;
+    double sum[kColumnBlock];
+    T shift[kColumnBlock];
+    if constexpr (kBounded) {
+      for (std::int64_t k = 0; k < w; ++k) sum[k] = col_sum[k0 + k];
+    } else {
+      T mx[kColumnBlock];
+      for (std::int64_t k = 0; k < w; ++k) mx[k] = col_max[k0 + k];
+      for (std::int64_t i = 0; i < c.rows; ++i) {
+        const T* row = c.dots + i * n + k0;
+#pragma omp simd
+        for (std::int64_t k = 0; k < w; ++k) mx[k] = row[k] > mx[k] ? row[k] : mx[k];  // NaN: the sum has it
+      }
+      for (std::int64_t k = 0; k < w; ++k) {
+        // A column that is -inf so far keeps shift 0: exp(−inf − 0) = 0, where −inf − (−inf) would be NaN.
+        shift[k] = std::isinf(mx[k]) && mx[k] < 0 ? T(0) : mx[k];
+        const T old = col_max[k0 + k];
+        sum[k] = col_sum[k0 + k] * (old == mx[k] ? 1.0 : std::exp(static_cast<double>(old) - shift[k]));
+        col_max[k0 + k] = mx[k];
+      }
+    }
+    for (std::int64_t i = 0; i < c.rows; ++i) {
+      const T* row = c.dots + i * n + k0;
+      if constexpr (kBounded) {
+#pragma omp simd
+        for (std::int64_t k = 0; k < w; ++k) sum[k] += static_cast<double>(row[k]);
+      } else {
+#pragma omp simd
+        for (std::int64_t k = 0; k < w; ++k) sum[k] += static_cast<double>(vexp(row[k] - shift[k]));
+      }
+    }
+    for (std::int64_t k = 0; k < w; ++k) col_sum[k0 + k] = sum[k];
+  }
+}
+
+// The forward of one (row, modality) segment: raw dots in; out, the logits (general, for the column pass) or
+// e = exp(ℓ − R) (bounded). Every pass forms ℓ = dot · (1/τ) rounded to T, as a separate pass over the row, and
+// subtracts from that: an FMA contracted into ℓ − lse would use the unrounded product in one pass and not in
+// the other, an inconsistency of ulp(ℓ) in every softmax (3.8e-6 relative at |ℓ| = 87, measured). Writes the row's lse (double), ref = ℓ_jj and ulb = lse − ℓ_jj (lb = 0, a_ulb = 1).
+template <bool kBounded, typename T>
+void sym_fwd_row(T* row, std::int64_t cols, std::int64_t partner, T inv_tau, T bound, const SoftPURows<T>& out,
+                 double* row_lse, std::int64_t at) {
+  const T mx = scale_and_max(row, cols, inv_tau);
+  const double diag = static_cast<double>(row[partner]);
+  const T shift = kBounded ? bound : mx;
+  const bool no_max = !kBounded && std::isinf(shift) && shift < 0;  // a row of −inf: exp(−inf − 0) = 0
+  const T sh = no_max ? T(0) : shift;
+  double es = 0.0;
+  if constexpr (kBounded) {
+#pragma omp simd reduction(+ : es)
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const T e = vexp(row[k] - sh);
+      row[k] = e;
+      es += static_cast<double>(e);
+    }
+  } else {
+#pragma omp simd reduction(+ : es)
+    for (std::int64_t k = 0; k < cols; ++k) es += static_cast<double>(vexp(row[k] - sh));
+  }
+  // As torch.logsumexp: −inf for a row of −inf (its sum is 0), NaN where a NaN made the sum NaN.
+  const double lse = (no_max && !std::isnan(es)) ? static_cast<double>(shift) : static_cast<double>(sh) + std::log(es);
+  row_lse[at] = lse;
+  out.lse[at] = static_cast<T>(lse);
+  out.ref[at] = diag;
+  out.lb[at] = T(0);
+  out.ulb[at] = static_cast<T>(lse - diag);
+  out.a_ulb[at] = T(1);
+}
+
+template <typename T>
+void sym_fwd_chunk(const SoftPUParams& p, const ClassIndex& ix, const SoftPUChunk<T>& c, const SoftPURows<T>& r,
+                   const SoftPUSymmetric<T>& sym, int threads) {
+  const T inv_tau = static_cast<T>(p.inv_tau);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t u = 0; u < c.rows * c.modalities; ++u) {
+    const Segment<T> s = segment(p, ix, c, u);
+    if (sym.bounded) {
+      sym_fwd_row<true>(s.row, c.cols, s.anchor.partner, inv_tau, sym.shift, r, sym.row_lse, s.at);
+    } else {
+      sym_fwd_row<false>(s.row, c.cols, s.anchor.partner, inv_tau, sym.shift, r, sym.row_lse, s.at);
+    }
+  }
+  if (sym.bounded) {
+    sym_cols_chunk<true>(c, sym.col_max, sym.col_sum, threads);
+  } else {
+    sym_cols_chunk<false>(c, sym.col_max, sym.col_sum, threads);
+  }
+}
+
+// One segment of the backward: raw dots in, ∂L/∂dots = G/τ out, G_k = g p^row_k + g'_k p^col_k − (g + g'_j)
+// δ_jk, with lse = lse_hi + lse_lo (and the columns' hi[k] + lo[k]). Bounded (e = exp(ℓ − R)):
+// p^row = e · e^{R − lse}, and g'_k p^col_k = e · col_factor[k] (g'_k e^{R − lse'_k}, formed per column).
+// Returns the share Σ_k G_k ℓ_k, formed as g [Σ p^row (ℓ − lse) − (ℓ_jj − lse)] + Σ_k g'_k p^col_k (ℓ_k −
+// lse'_k) − g'_j (ℓ_jj − lse'_j): the rows' shares sum to Σ_jk G_jk ℓ_jk because each softmax sums to 1, and
+// no term carries a large ℓ uncancelled.
+template <bool kBounded, bool kTau, typename T>
+double sym_grad_row(T* row, std::int64_t cols, std::int64_t j, double inv_tau_d, const SoftPUSymmetric<T>& sym,
+                    std::int64_t col0, double lse, double g) {
+  const T inv_tau = static_cast<T>(inv_tau_d);
+  const T* hi = sym.lse_col_hi + col0;
+  const T* lo = sym.lse_col_lo + col0;
+  const T* g_col = sym.grad_col + col0;
+#pragma omp simd
+  for (std::int64_t k = 0; k < cols; ++k) row[k] *= inv_tau;  // ℓ rounded, as the forward formed it
+  const double diag = static_cast<double>(row[j]);
+  const T lse_hi = static_cast<T>(lse), lse_lo = static_cast<T>(lse - static_cast<double>(lse_hi));
+  double s_row = 0.0, s_col = 0.0;
+  if constexpr (kBounded) {
+    const T shift = sym.shift;
+    const T* factor = sym.col_factor + col0;
+    const T row_factor = static_cast<T>(g * std::exp(static_cast<double>(shift) - lse));
+    double s_et = 0.0;
+#pragma omp simd reduction(+ : s_et, s_col)
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const T l = row[k];
+      const T e = vexp(l - shift);
+      const T pc = e * factor[k];
+      row[k] = (e * row_factor + pc) * inv_tau;
+      if constexpr (kTau) {
+        const T t = (l - lse_hi) - lse_lo;
+        s_et += static_cast<double>(e * t);
+        s_col += static_cast<double>(pc * ((l - hi[k]) - lo[k]));
+      }
+    }
+    // Σ p^row (ℓ − lse) = e^{R − lse} Σ e (ℓ − lse).
+    if constexpr (kTau) s_row = std::exp(static_cast<double>(shift) - lse) * s_et;
+  } else {
+    const T g_t = static_cast<T>(g);
+#pragma omp simd reduction(+ : s_row, s_col)
+    for (std::int64_t k = 0; k < cols; ++k) {
+      const T l = row[k];
+      const T tr = (l - lse_hi) - lse_lo, tc = (l - hi[k]) - lo[k];
+      const T pr = vexp(tr);
+      const T pc = g_col[k] * vexp(tc);
+      row[k] = (g_t * pr + pc) * inv_tau;
+      if constexpr (kTau) {
+        s_row += static_cast<double>(pr * tr);
+        s_col += static_cast<double>(pc * tc);
+      }
+    }
+  }
+  const double gj = static_cast<double>(g_col[j]);
+  row[j] = static_cast<T>(static_cast<double>(row[j]) - (g + gj) * inv_tau_d);
+  if constexpr (kTau) {
+    const double lse_col_j = static_cast<double>(hi[j]) + static_cast<double>(lo[j]);
+    return g * (s_row - (diag - lse)) + s_col - gj * (diag - lse_col_j);
+  } else {
+    return 0.0;
+  }
+}
+
+template <typename T>
+void sym_grad_chunk(const SoftPUParams& p, const ClassIndex& ix, const SoftPUChunk<T>& c, const SoftPURows<T>& r,
+                    const SoftPUSymmetric<T>& sym, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t u = 0; u < c.rows * c.modalities; ++u) {
+    const Segment<T> s = segment(p, ix, c, u);
+    const std::int64_t col0 = (u % c.modalities) * c.cols;  // this modality's columns in the [M, B_c] arrays
+    const double lse = sym.row_lse[s.at], g = static_cast<double>(r.grad_ulb[s.at]);
+    const std::int64_t j = s.anchor.partner;
+    double share;
+    if (sym.bounded) {
+      share = r.grad_temperature != nullptr ? sym_grad_row<true, true>(s.row, c.cols, j, p.inv_tau, sym, col0, lse, g)
+                                            : sym_grad_row<true, false>(s.row, c.cols, j, p.inv_tau, sym, col0, lse, g);
+    } else {
+      share = r.grad_temperature != nullptr ? sym_grad_row<false, true>(s.row, c.cols, j, p.inv_tau, sym, col0, lse, g)
+                                            : sym_grad_row<false, false>(s.row, c.cols, j, p.inv_tau, sym, col0, lse, g);
+    }
+    if (r.grad_temperature != nullptr) r.grad_temperature[s.at] = static_cast<T>(-p.inv_tau * share);
+  }
+}
+
 template <typename T>
 constexpr SoftPUKernelsOf<T> kernels_of() {
-  return {&fwd_chunk<T>, &bwd_chunk<T>, &fwd_grad_chunk<T>};
+  return {&fwd_chunk<T>, &bwd_chunk<T>, &fwd_grad_chunk<T>, &sym_fwd_chunk<T>, &sym_grad_chunk<T>};
 }
 
 }  // namespace

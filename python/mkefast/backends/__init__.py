@@ -11,6 +11,11 @@ of `mkefast.ops._library` call:
   needs_temperature) -> (SoftPUStats, SoftPUGrads)`: the forward AND the gradients of Σ_ij (lb + ulb) (every
   upstream gradient 1), formed while each block of logits is at hand; the op layer uses it for losses that
   give every term the same upstream gradient, and then skips the backward's recomputation
+- optionally `soft_pu_sym_fwd(anchors, candidates, targets, options) -> (SoftPUStats, lse, lse_rev)` and
+  `soft_pu_sym_bwd(anchors, candidates, targets, options, lse, lse_rev, grad_ulb, grad_ulb_rev, needs_anchors,
+  needs_candidates, needs_temperature) -> SoftPUGrads`: symmetric InfoNCE (nothing labeled, no pseudo labels,
+  B_a = B_c, the diagonal kept: CLIP) with both directions in one pass each (docs/math.md, "Symmetric InfoNCE
+  in one pass"); lse, lse_rev `[M, B]` float64, the rows' and the columns' log-sum-exp
 - `cosine_rec_fwd(reconstruction, target) -> rows`
 - `cosine_rec_bwd(reconstruction, target, grad_rows, needs_reconstruction, needs_target)
   -> (grad_reconstruction | None, grad_target | None)`
@@ -19,7 +24,8 @@ of `mkefast.ops._library` call:
 `reference` is plain differentiable PyTorch instead (`soft_pu_terms`, `cosine_rec_rows`): torch's autograd
 differentiates it, so it is called directly, not through a custom op.
 
-Contract of the soft-PU functions (ONE direction of the op: the symmetric form is two calls):
+Contract of the soft-PU functions (ONE direction of the op: the symmetric form is two calls, or one
+`soft_pu_sym_*` call where that hook applies):
 - anchors `[B_a, d]`, candidates `[M, B_c, d]`: contiguous, one float dtype (float16, bfloat16, float32,
   float64), on one device, already L2-normalized when the user asked for it. B_a and B_c are independent.
 - targets: `mkefast.ops._common.SoftPUTargets` (per-candidate `cls`/`labeled` `[B_c]`, per-anchor

@@ -56,13 +56,20 @@ from torch import Tensor
 from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype
 
 __all__ = [
-    "BwdEpilogue", "FwdEpilogue", "FwdGradEpilogue", "chunk_rows_for", "kernel_targets", "pointers",
-    "soft_pu_bwd_chunked", "soft_pu_fwd_chunked", "soft_pu_fwd_grad_chunked", "soft_pu_params",
+    "BwdEpilogue", "FwdEpilogue", "FwdGradEpilogue", "GradEpilogue", "SymFwdEpilogue", "chunk_rows_for",
+    "kernel_targets", "logit_bound", "pointers", "soft_pu_bwd_chunked", "soft_pu_fwd_chunked",
+    "soft_pu_fwd_grad_chunked", "soft_pu_grad_chunked", "soft_pu_params", "soft_pu_sym_fwd_chunked",
 ]
 
 FwdEpilogue = Callable[[Tensor, int, SoftPUStats], None]
 BwdEpilogue = Callable[[Tensor, int, SoftPUStats, Tensor, Tensor, Tensor | None], None]
 FwdGradEpilogue = Callable[[Tensor, int, SoftPUStats, Tensor | None], None]
+GradEpilogue = Callable[[Tensor, int, Tensor | None], None]
+SymFwdEpilogue = Callable[[Tensor, int, SoftPUStats, Tensor, Tensor, Tensor], None]
+
+# The widest span 2R of logits over which exp(ℓ − R) stays a normal number in each accumulation dtype (float32:
+# e^-80 > 2^-126, with room for the sums; float64: e^-1400 > 2^-1022).
+_BOUNDED_SPAN = {torch.float32: 80.0, torch.float64: 1400.0}
 
 
 def chunk_rows_for(num_rows: int, num_cols: int, dtype: torch.dtype, budget_mb: float) -> int:
@@ -207,6 +214,36 @@ def soft_pu_fwd_chunked(
     return stats
 
 
+def soft_pu_grad_chunked(
+    anchors: Tensor,  # [B_a, d]
+    candidates: Tensor,  # [M, B_c, d]
+    needs_anchors: bool,
+    needs_candidates: bool,
+    needs_temperature: bool,
+    epilogue: GradEpilogue,
+    chunk_rows: int,
+) -> SoftPUGrads:
+    """A backward pass, chunk by chunk: recompute the dots, let `epilogue(dots, first_anchor, grad_temperature)`
+    turn them into ∂L/∂dots (and write the rows' `[M, C]` shares of ∂L/∂τ when given), then one GEMM per
+    gradient asked for.
+
+    Returns:
+        `SoftPUGrads`: anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature `[M, B_a]` (its sum is
+        ∂L/∂τ), each in the accumulation dtype, or None where not asked for.
+    """
+    if not (needs_anchors or needs_candidates or needs_temperature):
+        return SoftPUGrads(None, None, None)
+    lay = _layout(anchors, candidates, chunk_rows)
+    b_a = lay.s.shape[0]
+    grad_s, grad_z, grad_tau = _grad_buffers(lay, needs_anchors, needs_candidates, needs_temperature)
+    for start in _chunks(b_a, chunk_rows):
+        stop = min(start + chunk_rows, b_a)
+        g = _dots(lay, start, stop)
+        epilogue(g, start, _rows(grad_tau, start, stop))
+        _grad_gemms(lay, g, start, stop, grad_s, grad_z)
+    return SoftPUGrads(grad_s, None if grad_z is None else grad_z.view(candidates.shape), grad_tau)
+
+
 def soft_pu_bwd_chunked(
     anchors: Tensor,  # [B_a, d]
     candidates: Tensor,  # [M, B_c, d]
@@ -219,28 +256,24 @@ def soft_pu_bwd_chunked(
     epilogue: BwdEpilogue,
     chunk_rows: int,
 ) -> SoftPUGrads:
-    """The soft-PU backward, chunk by chunk: recompute the dots, let `epilogue` turn them into G/τ (and the
-    rows' shares of ∂L/∂τ), then one GEMM per gradient asked for.
+    """The soft-PU backward (`soft_pu_grad_chunked`), with `epilogue` given each chunk's rows of the forward's
+    statistics and of the upstream gradients.
 
     Returns:
-        `SoftPUGrads`: anchors `[B_a, d]`, candidates `[M, B_c, d]`, temperature `[M, B_a]` (its sum is
-        ∂L/∂τ), each in the accumulation dtype, or None where not asked for.
+        `SoftPUGrads` as `soft_pu_grad_chunked`.
     """
-    if not (needs_anchors or needs_candidates or needs_temperature):
-        return SoftPUGrads(None, None, None)
-    lay = _layout(anchors, candidates, chunk_rows)
-    acc, b_a = lay.s.dtype, lay.s.shape[0]
+    acc = acc_dtype(anchors.dtype)
     stats = SoftPUStats(*(t.to(torch.float64 if name == "ref" else acc).contiguous()
                           for name, t in zip(SoftPUStats._fields, stats, strict=True)))
     g_lb, g_ulb = grad_lb.to(acc).contiguous(), grad_ulb.to(acc).contiguous()
-    grad_s, grad_z, grad_tau = _grad_buffers(lay, needs_anchors, needs_candidates, needs_temperature)
-    for start in _chunks(b_a, chunk_rows):
-        stop = min(start + chunk_rows, b_a)
-        g = _dots(lay, start, stop)
-        epilogue(g, start, SoftPUStats(*(t[:, start:stop] for t in stats)), g_lb[:, start:stop],
-                 g_ulb[:, start:stop], _rows(grad_tau, start, stop))
-        _grad_gemms(lay, g, start, stop, grad_s, grad_z)
-    return SoftPUGrads(grad_s, None if grad_z is None else grad_z.view(candidates.shape), grad_tau)
+
+    def rows(dots: Tensor, first_anchor: int, grad_tau: Tensor | None) -> None:
+        stop = first_anchor + dots.shape[0]
+        epilogue(dots, first_anchor, SoftPUStats(*(t[:, first_anchor:stop] for t in stats)),
+                 g_lb[:, first_anchor:stop], g_ulb[:, first_anchor:stop], grad_tau)
+
+    return soft_pu_grad_chunked(anchors, candidates, needs_anchors, needs_candidates, needs_temperature, rows,
+                                chunk_rows)
 
 
 def soft_pu_fwd_grad_chunked(
@@ -269,3 +302,55 @@ def soft_pu_fwd_grad_chunked(
         epilogue(g, start, SoftPUStats(*(t[:, start:stop] for t in stats)), _rows(grad_tau, start, stop))
         _grad_gemms(lay, g, start, stop, grad_s, grad_z)
     return stats, SoftPUGrads(grad_s, None if grad_z is None else grad_z.view(candidates.shape), grad_tau)
+
+
+def logit_bound(anchors: Tensor, candidates: Tensor, temperature: float) -> float | None:
+    """R ≥ every |ℓ_jk| = |<s_j, z_k>|/τ (Cauchy-Schwarz: max ‖s‖ · max ‖z‖ / τ, with a margin for the GEMM's
+    rounding), when exp(ℓ − R) stays a normal number over the whole span [−R, R] in the accumulation dtype;
+    else None (and for NaN or infinite inputs).
+
+    Then one shift serves every row and every column: the symmetric passes need one exp per pair, not two.
+    L2-normalized features give R = 1/τ (CLIP: R = logit_scale, 14.3 at open_clip's start, 100 at its cap,
+    where the bound no longer holds in float32).
+    """
+    acc = acc_dtype(anchors.dtype)
+    norms = torch.linalg.vector_norm(anchors.to(torch.float64), dim=-1).max() * torch.linalg.vector_norm(
+        candidates.to(torch.float64), dim=-1).max()
+    bound = float(norms) / temperature * (1.0 + 2.0**-10) + 2.0**-10
+    return bound if 2.0 * bound <= _BOUNDED_SPAN[acc] else None
+
+
+def soft_pu_sym_fwd_chunked(
+    anchors: Tensor,  # [B, d]
+    candidates: Tensor,  # [M, B, d]
+    epilogue: SymFwdEpilogue,
+    chunk_rows: int,
+    shift: float | None,
+) -> tuple[SoftPUStats, Tensor, Tensor]:
+    """The forward of symmetric InfoNCE (docs/math.md, "Symmetric InfoNCE in one pass"): one GEMM per chunk,
+    and `epilogue(dots, first_anchor, out, row_lse, col_max, col_sum)` writes the rows' statistics (`out`, and
+    their lse in float64 into the `[M, C]` view `row_lse`) and updates the running column statistics (`[M, B]`:
+    col_max in the accumulation dtype from −inf, col_sum in float64 from 0; with a `shift` from
+    `logit_bound`, col_sum sums exp(ℓ − shift) and col_max is not used).
+
+    Returns:
+        The rows' `SoftPUStats` (`[M, B]` each, as `soft_pu_fwd_chunked`), and the rows' and the columns'
+        log-sum-exp `[M, B]` in float64 (the columns': the lse of the reverse direction's anchors).
+    """
+    m, b_c = candidates.shape[0], candidates.shape[1]
+    acc = acc_dtype(anchors.dtype)
+    row_lse = anchors.new_empty((m, anchors.shape[0]), dtype=torch.float64)
+    col_max = anchors.new_full((m, b_c), -math.inf, dtype=acc)
+    col_sum = anchors.new_zeros((m, b_c), dtype=torch.float64)
+
+    def rows_and_columns(dots: Tensor, first_anchor: int, out: SoftPUStats) -> None:
+        epilogue(dots, first_anchor, out, row_lse[:, first_anchor:first_anchor + dots.shape[0]], col_max, col_sum)
+
+    stats = soft_pu_fwd_chunked(anchors, candidates, rows_and_columns, chunk_rows)
+    if shift is not None:
+        lse_col = shift + col_sum.log()
+    else:
+        top = col_max.to(torch.float64)
+        # As torch.logsumexp: a column of −inf has lse −inf (its sum is 0); a NaN keeps the sum NaN.
+        lse_col = torch.where(top.isneginf() & ~col_sum.isnan(), top, top + col_sum.log())
+    return stats, row_lse, lse_col

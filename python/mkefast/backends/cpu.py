@@ -9,7 +9,10 @@ Soft-PU runs the row-chunked scheme of `mkefast.backends._chunked`: per chunk of
 either the loss terms or the gradient coefficients (and the rows' shares of ∂L/∂τ). The backward recomputes
 the dots of each chunk (one GEMM), overwrites them with ∂L/∂dots and applies a GEMM per gradient asked for;
 `soft_pu_fwd_grad` forms the forward and the gradients of Σ (lb + ulb) in one pass (3 GEMM-equivalents
-instead of 4). The forward keeps nothing of size B_a×B_c. The fused pass is compiled once per instruction
+instead of 4). Symmetric InfoNCE (CLIP) takes `soft_pu_sym_fwd` / `soft_pu_sym_bwd`: the forward forms the
+rows' and the columns' log-sum-exp in one pass, the backward both directions' gradients in one pass (4
+GEMM-equivalents instead of 6; docs/math.md, "Symmetric InfoNCE in one pass"). The forward keeps nothing of
+size B_a×B_c. The fused pass is compiled once per instruction
 set (SSE2, AVX2, AVX-512) and the module picks the widest one the processor runs when it is imported
 (`MKEFAST_CPU_ISA` names one instead; `mkefast info` shows the choice). The chunk holds at most
 `MKEFAST_CPU_CHUNK_MB` MiB of dots (default `DEFAULT_CHUNK_MB`; see benchmarks/README.md for the measurement
@@ -39,11 +42,14 @@ from mkefast._build import backend_unavailable_reason, cpu_module
 from mkefast.backends._chunked import (
     chunk_rows_for,
     kernel_targets,
+    logit_bound,
     pointers,
     soft_pu_bwd_chunked,
     soft_pu_fwd_chunked,
     soft_pu_fwd_grad_chunked,
+    soft_pu_grad_chunked,
     soft_pu_params,
+    soft_pu_sym_fwd_chunked,
 )
 from mkefast.ops._common import SoftPUGrads, SoftPUOptions, SoftPUStats, SoftPUTargets, acc_dtype
 
@@ -55,6 +61,8 @@ __all__ = [
     "soft_pu_bwd",
     "soft_pu_fwd",
     "soft_pu_fwd_grad",
+    "soft_pu_sym_bwd",
+    "soft_pu_sym_fwd",
     "unsupported_reason",
 ]
 
@@ -131,13 +139,15 @@ class _Call(NamedTuple):
     classes: _ClassIndex
     rows: int  # anchors per chunk
 
-    def launch(self, kernel: str, dots: Tensor, first_anchor: int, rows: Mapping[str, Tensor | None]) -> None:
-        """`kernel` on the chunk `dots` `[C, M, B_c]`; `rows`: its `[M, C]` per-row views (stride B_a)."""
+    def launch(self, kernel: str, dots: Tensor, first_anchor: int, rows: Mapping[str, Tensor | None],
+               **extra: Any) -> None:
+        """`kernel` on the chunk `dots` `[C, M, B_c]`; `rows`: its `[M, C]` per-row views (stride B_a);
+        `extra`: the kernel's other keyword arguments."""
         stride = next(t.stride(0) for t in rows.values() if t is not None)
         _kernel(kernel, dots.dtype)(
             params=self.params, dots=dots.data_ptr(), rows=dots.shape[0], cols=dots.shape[2],
             modalities=dots.shape[1], first_anchor=first_anchor, stride=stride, **self.classes.kwargs(),
-            **pointers(rows), num_threads=torch.get_num_threads(),
+            **pointers(rows), **extra, num_threads=torch.get_num_threads(),
         )
 
 
@@ -216,6 +226,68 @@ def soft_pu_fwd_grad(
 
     return soft_pu_fwd_grad_chunked(anchors, candidates, needs_anchors, needs_candidates, needs_temperature,
                                     epilogue, call.rows)
+
+
+def soft_pu_sym_fwd(anchors: Tensor, candidates: Tensor, targets: SoftPUTargets, options: SoftPUOptions,
+                    ) -> tuple[SoftPUStats, Tensor, Tensor]:
+    """Symmetric InfoNCE's forward in one pass over the pairs (the optional hook of the backend contract, for
+    calls with nothing labeled, no pseudo labels, B_a = B_c and the diagonal kept): per chunk one GEMM, the
+    rows' statistics and the running column log-sum-exp.
+
+    Returns:
+        The rows' `SoftPUStats` `[M, B]`, and the rows' and the columns' lse `[M, B]` in float64 (the
+        columns': the reverse direction's anchors').
+    """
+    call = _call(anchors, candidates, targets, options)
+    shift = logit_bound(anchors, candidates, options.temperature)
+
+    def epilogue(dots: Tensor, first_anchor: int, out: SoftPUStats, row_lse: Tensor, col_max: Tensor,
+                 col_sum: Tensor) -> None:
+        call.launch("soft_pu_sym_fwd", dots, first_anchor, out._asdict(), row_lse=row_lse.data_ptr(),
+                    bounded=shift is not None, shift=shift or 0.0, col_max=col_max.data_ptr(),
+                    col_sum=col_sum.data_ptr())
+
+    return soft_pu_sym_fwd_chunked(anchors, candidates, epilogue, call.rows, shift)
+
+
+def soft_pu_sym_bwd(
+    anchors: Tensor,
+    candidates: Tensor,
+    targets: SoftPUTargets,
+    options: SoftPUOptions,
+    lse: Tensor,
+    lse_col: Tensor,
+    grad_ulb: Tensor,
+    grad_ulb_col: Tensor,
+    needs_anchors: bool,
+    needs_candidates: bool,
+    needs_temperature: bool,
+) -> SoftPUGrads:
+    """Gradients of Σ grad_ulb·ulb + grad_ulb_col·ulb_col (the two directions' terms of symmetric InfoNCE,
+    `[M, B]` each) in one pass over the pairs: per chunk one GEMM for the dots, one fused pass for G/τ of both
+    directions, and the two gradient GEMMs (`soft_pu_sym_fwd`'s conditions; `lse` and `lse_col` are the rows'
+    and the columns' float64 log-sum-exp it returned)."""
+    call = _call(anchors, candidates, targets, options)
+    shift = logit_bound(anchors, candidates, options.temperature)
+    acc = acc_dtype(anchors.dtype)
+    row_lse, lse_col = lse.to(torch.float64).contiguous(), lse_col.to(torch.float64).contiguous()
+    grad_row, grad_col = grad_ulb.to(acc).contiguous(), grad_ulb_col.to(acc).contiguous()
+    # The kernels subtract the columns' lse as a pair of floats hi + lo, as exact as the double.
+    col_hi = lse_col.to(acc)
+    col_lo = (lse_col - col_hi.double()).to(acc)
+    # g'_k e^{R − lse'_k}: p^col = exp(ℓ − R) times it (docs/math.md, "Symmetric InfoNCE in one pass").
+    factor = (grad_col.double() * (shift - lse_col).exp()).to(acc) if shift is not None else None
+
+    def epilogue(dots: Tensor, first_anchor: int, grad_tau: Tensor | None) -> None:
+        rows = slice(first_anchor, first_anchor + dots.shape[0])
+        call.launch("soft_pu_sym_grad", dots, first_anchor,
+                    {"row_lse": row_lse[:, rows], "grad_ulb": grad_row[:, rows], "grad_temperature": grad_tau},
+                    bounded=shift is not None, shift=shift or 0.0, lse_col_hi=col_hi.data_ptr(),
+                    lse_col_lo=col_lo.data_ptr(), grad_col=grad_col.data_ptr(),
+                    col_factor=0 if factor is None else factor.data_ptr())
+
+    return soft_pu_grad_chunked(anchors, candidates, needs_anchors, needs_candidates, needs_temperature, epilogue,
+                                call.rows)
 
 
 def _rows(t: Tensor) -> Tensor:

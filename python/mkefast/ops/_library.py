@@ -17,6 +17,7 @@ which call these ops; the `reference` backend is plain differentiable PyTorch an
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -45,7 +46,8 @@ def constant_result(fn: _F) -> _F:
 
 
 __all__ = ["CHUNKED_MIN_DIM", "constant_result", "cosine_rec_bwd", "cosine_rec_fwd", "forms_grad_in_forward",
-           "pack_targets", "resolve", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_targets", "unpack_targets"]
+           "has_symmetric_pass", "pack_targets", "resolve", "soft_pu_bwd", "soft_pu_fwd", "soft_pu_sym_bwd",
+           "soft_pu_sym_fwd", "soft_pu_targets", "unpack_targets"]
 
 
 @constant_result
@@ -65,6 +67,12 @@ def resolve(name: str, op: str, device: torch.device, dtype: torch.dtype, wide: 
 def forms_grad_in_forward(backend: str) -> bool:
     """Whether the backend implements `soft_pu_fwd_grad` (constant while torch.compile traces, like `resolve`)."""
     return hasattr(get_backend(backend), "soft_pu_fwd_grad")
+
+
+@constant_result
+def has_symmetric_pass(backend: str) -> bool:
+    """Whether the backend implements `soft_pu_sym_fwd` / `soft_pu_sym_bwd` (constant while torch.compile traces)."""
+    return hasattr(get_backend(backend), "soft_pu_sym_fwd")
 
 
 def pack_targets(targets: SoftPUTargets) -> list[Tensor]:
@@ -232,6 +240,57 @@ def soft_pu_bwd(
 def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, diag_offset: int,
       rbf_sigma: float, rbf_space: str, exclude_diagonal: bool, backend: str, stats: list[Tensor], grad_lb: Tensor,
       grad_ulb: Tensor, needs: list[bool], precomputed: list[Tensor]) -> list[Tensor]:
+    return [t.new_empty(t.shape) for t, need in zip((anchors, candidates, temperature), needs, strict=True) if need]
+
+
+@torch.library.custom_op("mkefast::soft_pu_sym_fwd", mutates_args=())
+def soft_pu_sym_fwd(
+    anchors: Tensor,  # [B, d]
+    candidates: Tensor,  # [M, B, d]
+    targets: list[Tensor],  # pack_targets
+    temperature: Tensor,  # 0-d
+    backend: str,
+) -> list[Tensor]:
+    """Symmetric InfoNCE on the backend's one-pass hook: `[ulb, ulb_rev, lse, lse_rev]`, each `[M, B]`: the two
+    directions' terms in the accumulation dtype (their lb are 0) and log-sum-exps in float64."""
+    stats, lse, lse_col = get_backend(backend).soft_pu_sym_fwd(
+        anchors.contiguous(), candidates.contiguous(), unpack_targets(targets, 0),
+        _options(temperature, math.inf, "logit", False))
+    # The reverse direction's anchor k has the same partner logit ℓ_kk as the forward's row k (ref).
+    ulb_rev = (lse_col - stats.ref).to(stats.ulb.dtype)
+    return [stats.ulb, ulb_rev, lse, lse_col]
+
+
+@soft_pu_sym_fwd.register_fake
+def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, backend: str) -> list[Tensor]:
+    shape = (candidates.shape[0], anchors.shape[0])
+    acc = acc_dtype(anchors.dtype)
+    return [anchors.new_empty(shape, dtype=dtype) for dtype in (acc, acc, torch.float64, torch.float64)]
+
+
+@torch.library.custom_op("mkefast::soft_pu_sym_bwd", mutates_args=())
+def soft_pu_sym_bwd(
+    anchors: Tensor,  # [B, d]
+    candidates: Tensor,  # [M, B, d]
+    targets: list[Tensor],  # pack_targets
+    temperature: Tensor,  # 0-d
+    backend: str,
+    lse: Tensor,  # [M, B]
+    lse_rev: Tensor,  # [M, B]
+    grad_ulb: Tensor,  # [M, B]
+    grad_ulb_rev: Tensor,  # [M, B]
+    needs: list[bool],  # anchors, candidates, temperature
+) -> list[Tensor]:
+    """The gradients asked for by `needs` of Σ grad_ulb·ulb + grad_ulb_rev·ulb_rev, in their inputs' dtypes."""
+    grads = get_backend(backend).soft_pu_sym_bwd(
+        anchors.contiguous(), candidates.contiguous(), unpack_targets(targets, 0),
+        _options(temperature, math.inf, "logit", False), lse, lse_rev, grad_ulb, grad_ulb_rev, *needs)
+    return _grads_asked(grads, (anchors, candidates, temperature), needs, backend)
+
+
+@soft_pu_sym_bwd.register_fake
+def _(anchors: Tensor, candidates: Tensor, targets: list[Tensor], temperature: Tensor, backend: str, lse: Tensor,
+      lse_rev: Tensor, grad_ulb: Tensor, grad_ulb_rev: Tensor, needs: list[bool]) -> list[Tensor]:
     return [t.new_empty(t.shape) for t, need in zip((anchors, candidates, temperature), needs, strict=True) if need]
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mkefast.backends import reference
 from mkefast.ops._common import SoftPUOptions, SoftPUTargets
-from mkefast.ops._library import CHUNKED_MIN_DIM, forms_grad_in_forward, resolve
+from mkefast.ops._library import CHUNKED_MIN_DIM, forms_grad_in_forward, has_symmetric_pass, resolve
 from mkefast.ops._validate import (
     RBF_SPACES,
     REDUCTIONS,
@@ -38,6 +38,7 @@ __all__ = [
     "SoftPULossFunction",
     "SoftPUParts",
     "SoftPUProblem",
+    "SymmetricInfoNCEFunction",
     "direction_terms",
     "prepare_soft_pu",
     "reduce_terms",
@@ -63,6 +64,8 @@ class SoftPUConfig:
     rbf_space: str = "logit"
     exclude_diagonal: bool = False
     symmetric: bool = False
+    # Nothing labeled and no pseudo labels: an anchor's only positive is its partner (InfoNCE).
+    partner_only: bool = False
     reduction: str = "mean"
     return_parts: bool = False
     backend: str = "reference"  # resolved: never "auto"
@@ -147,6 +150,48 @@ class SoftPULossFunction(torch.autograd.Function):
         return (*(next(grads) if need else None for need in needs), *none)
 
 
+class SymmetricInfoNCEFunction(torch.autograd.Function):
+    """Both directions of symmetric InfoNCE (nothing labeled, no pseudo labels, B_a = B_c, the diagonal kept) on
+    a backend with the one-pass hooks: `(ulb, ulb_rev, lse, lse_rev)`, each `[M, B]` (lb is 0 both ways).
+
+    The reverse direction's logits are the transpose of the forward's, so one pass over the pairs gives both
+    directions' terms (the column log-sum-exp accumulated chunk by chunk) and one backward pass both
+    directions' gradients: 4 GEMM-equivalents for forward and backward, where two directions of
+    `SoftPULossFunction` take 6 (docs/math.md, "Symmetric InfoNCE in one pass"). Any upstream gradients.
+    """
+
+    @staticmethod
+    def forward(anchors: Tensor, candidates: Tensor, temperature: Tensor, targets: list[Tensor],
+                config: SoftPUConfig) -> tuple[Tensor, ...]:
+        return tuple(torch.ops.mkefast.soft_pu_sym_fwd(anchors, candidates, targets, temperature, config.backend))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        anchors, candidates, temperature, targets, config = inputs
+        ctx.save_for_backward(anchors, candidates, temperature, output[2], output[3], *targets)
+        ctx.config = config
+        ctx.mark_non_differentiable(*output[2:])
+
+    @staticmethod
+    def backward(ctx: Any, grad_ulb: Tensor | None, grad_ulb_rev: Tensor | None, *_: Any,
+                 ) -> tuple[Tensor | None, ...]:
+        anchors, candidates, temperature, lse, lse_rev, *targets = ctx.saved_tensors
+        needs = [bool(n) for n in ctx.needs_input_grad[:3]]
+        if not any(needs):
+            return (None, None, None, None, None)
+        if torch.is_grad_enabled():
+            raise NotImplementedError(
+                f"mkefast: the {ctx.config.backend!r} backend's backward is not itself differentiable: double "
+                "backward (create_graph=True) and torch.func transforms need backend='reference' "
+                "(docs/math.md, Gradients)")
+        grad_ulb = torch.zeros_like(lse) if grad_ulb is None else grad_ulb
+        grad_ulb_rev = torch.zeros_like(lse) if grad_ulb_rev is None else grad_ulb_rev
+        grads = iter(torch.ops.mkefast.soft_pu_sym_bwd(anchors, candidates, list(targets), temperature,
+                                                       ctx.config.backend, lse, lse_rev, grad_ulb, grad_ulb_rev,
+                                                       needs))
+        return (*(next(grads) if need else None for need in needs), None, None)
+
+
 def _per_sample(
     n: int, b_c: int, labels: Tensor, labeled: Tensor, pseudo: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -218,6 +263,7 @@ def prepare_soft_pu(
         rbf_space=check_choice("rbf_space", rbf_space, RBF_SPACES),
         exclude_diagonal=check_bool("exclude_diagonal", exclude_diagonal),
         symmetric=symmetric,
+        partner_only=labels is None and pseudo is None,
         reduction=check_choice("reduction", reduction, REDUCTIONS),
         return_parts=check_bool("return_parts", return_parts),
         backend=resolve(check_backend(backend), "soft_pu", device, fused.dtype, wide),
@@ -271,9 +317,17 @@ def _precompute(config: SoftPUConfig, anchors: Tensor, candidates: Tensor, tempe
 def soft_pu_terms(problem: SoftPUProblem, diag_offset: int = 0) -> tuple[Tensor, Tensor]:
     """Per-anchor `(lb, ulb)` `[M, B_a]` of a prepared call, both directions averaged when symmetric."""
     targets = targets_of(problem, diag_offset)
-    args = (targets, problem.temperature, diag_offset, problem.config)
+    config = problem.config
+    if (config.symmetric and config.partner_only and not config.exclude_diagonal and diag_offset == 0
+            and config.backend != "reference" and has_symmetric_pass(config.backend)):
+        tau = problem.temperature
+        tau = tau if isinstance(tau, Tensor) else torch.scalar_tensor(tau, dtype=torch.float64)
+        ulb, ulb_rev, *_ = SymmetricInfoNCEFunction.apply(problem.anchors.contiguous(),
+                                                          problem.candidates.contiguous(), tau, targets, config)
+        return torch.zeros_like(ulb), 0.5 * (ulb + ulb_rev)
+    args = (targets, problem.temperature, diag_offset, config)
     lb, ulb = direction_terms(problem.anchors, problem.candidates, *args)
-    if not problem.config.symmetric:
+    if not config.symmetric:
         return lb, ulb
     reverse = [direction_terms(z, problem.anchors.unsqueeze(0), *args) for z in problem.candidates.unbind(0)]
     lb_rev = torch.cat([r[0] for r in reverse])
