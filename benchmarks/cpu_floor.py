@@ -1,8 +1,8 @@
 """The CPU path against its floor: `python benchmarks/cpu_floor.py [--B 8192] [--d 128] [--M 2] [--csv PATH]`.
 
-For each loss (soft-PU with M modalities, `supcon_loss` single view, `clip_loss` symmetric), fwd+bwd, side by
-side in ONE process, the providers interleaved repetition by repetition (so that the noise of a shared
-machine falls on all of them alike; ratios hold, absolute times do not):
+For each loss (soft-PU with M modalities, `supcon_loss` single view, `clip_loss` symmetric at logit scale 10 and
+100), fwd+bwd, side by side in ONE process, the providers interleaved repetition by repetition (so that the
+noise of a shared machine falls on all of them alike; ratios hold, absolute times do not):
 
 - `mkefast`: the fused `cpu` backend, float32 inputs; `mkefast_bf16`: the same with bfloat16 inputs.
 - `gemm_floor`: the three GEMM-equivalents of the same shapes through `torch.mm`: the logits `s zᵀ` and the
@@ -38,7 +38,10 @@ from mkefast._build import cpu_module, provenance
 from mkefast.backends import reference
 from mkefast.ops._common import SoftPUOptions, make_targets
 
-OPS = ("soft_pu", "supcon", "clip")
+OPS = ("soft_pu", "supcon", "clip", "clip_s100")
+# CLIP's logit scale: 10 (one exp shift serves the whole batch: |ℓ| ≤ 10) and open_clip's cap, 100, where the
+# float32 kernels keep a running max per column (docs/math.md, "Symmetric InfoNCE in one pass").
+CLIP_SCALE = {"clip": 10.0, "clip_s100": 100.0}
 PROVIDERS = ("mkefast", "mkefast_bf16", "gemm_floor", "compiled_dense")
 COLUMNS = ("op", "provider", "device", "isa", "dtype", "B", "d", "M", "mode", "ms_median", "ms_p20", "ms_p80",
            "vs_floor", "peak_mem_mb", "torch", "triton", "git_sha", "date", "mkefast")
@@ -69,7 +72,7 @@ def _fused(op: str, x: dict[str, Any]) -> Callable[[], torch.Tensor]:
                                             temperature=TEMPERATURE, backend="cpu")  # type: ignore[return-value]
     if op == "supcon":
         return lambda: mkefast.supcon_loss(x["embeddings"], x["labels"], temperature=TEMPERATURE, backend="cpu")
-    return lambda: mkefast.clip_loss(x["image"], x["text"], 1.0 / TEMPERATURE, backend="cpu")
+    return lambda: mkefast.clip_loss(x["image"], x["text"], CLIP_SCALE[op], backend="cpu")
 
 
 def _dense(op: str, x: dict[str, Any]) -> Callable[[], torch.Tensor]:
@@ -101,8 +104,10 @@ def _dense(op: str, x: dict[str, Any]) -> Callable[[], torch.Tensor]:
         compiled_supcon = torch.compile(supcon, dynamic=False)
         return lambda: compiled_supcon(x["embeddings"], x["labels"])
 
+    scale = CLIP_SCALE[op]
+
     def clip(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        logits = image @ text.T / TEMPERATURE
+        logits = scale * image @ text.T
         target = torch.arange(image.shape[0])
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
