@@ -1,4 +1,5 @@
-"""Test setup: the Triton interpreter on machines without a GPU, deterministic seeds, shared helpers."""
+"""Test setup: the Triton interpreter on machines without a GPU, one share of the cores per pytest-xdist worker,
+deterministic seeds, shared helpers."""
 
 from __future__ import annotations
 
@@ -20,6 +21,25 @@ import pytest
 import torch
 
 import mkefast
+
+# Under pytest-xdist (`-n auto`) the workers share the cores: each gets its share of torch's threads, and the
+# processes its tests start (examples, CLI commands, benchmark points) inherit it through OMP_NUM_THREADS.
+# Two workers of two threads each on two cores would spend much of their time waiting on each other's
+# OpenMP barriers. Results do not depend on the thread count (tests/backends/test_cpu.py checks it bitwise);
+# the tests about threads set their own.
+# An OMP_NUM_THREADS set by the caller is kept.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    _threads = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the `slow` tests (a minute or two each) run first: last, one of them would keep a
+    worker busy long after the others have finished."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)

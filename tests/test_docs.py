@@ -90,9 +90,9 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     steps = line.split(" && ")
     # After the README's venv creation and activation (CI makes its own fresh venv): the same commands.
-    assert steps[2:] == ["pip install torch==2.13.0", 'pip install ".[test]"', "python -m pytest -q"], steps
+    assert steps[2:] == ["pip install torch==2.13.0", 'pip install ".[test]"', "python -m pytest -q -n auto"], steps
     assert "pip install torch==2.13.0\n" in ci
-    assert 'pip install ".[test]" && python -m pytest -q\n' in ci
+    assert 'pip install ".[test]" && python -m pytest -q -n auto\n' in ci
 
 
 def test_grouped_parameter_entries_are_split_for_the_api_reference():
