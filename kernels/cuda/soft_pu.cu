@@ -163,6 +163,14 @@ __device__ __forceinline__ A inv_count(float n) {
   return n > 0.0f ? A(1) / static_cast<A>(n) : A(0);
 }
 
+// ℓ = dot · (1/τ), rounded before any use (__fmul_rn is never contracted). nvcc may fuse a product into the
+// subtraction that follows it (ℓ − lse, ℓ − max, lse − ℓ), and then the backward's softmax would come from
+// another ℓ than the forward's lse, by ulp(ℓ): 10⁻³ in every p at |ℓ| ≈ 10⁴ in float32 (the C++ backward did,
+// csrc/cpu/isa/soft_pu_rows.cpp). nvcc 13.0 happens not to fuse these (the SASS is the same either way); this
+// keeps it so.
+__device__ __forceinline__ float rounded_logit(float dot, float inv_tau) { return __fmul_rn(dot, inv_tau); }
+__device__ __forceinline__ double rounded_logit(double dot, double inv_tau) { return __dmul_rn(dot, inv_tau); }
+
 // One block per chunk row. Pass 1 (one read of the row): the online max / sum-exp over D for lse, and over
 // P11 the double sums for ρ and lb. Pass 2: the P10 sums, which need lse and ρ; it reads the label arrays
 // (O(B), shared by every row, so they stay in L2) and loads again only the logits of the row's P10 members.
@@ -182,7 +190,7 @@ __global__ void __launch_bounds__(kRowThreads) soft_pu_fwd_kernel(
   double s11[1] = {0.0};                                                // Σ_{P11} ℓ
   for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
     if (r.skips(k)) continue;
-    const A l = row[k] * inv_tau;
+    const A l = rounded_logit(row[k], inv_tau);
     push(ms, l);
     if (has_p11 && r.in_p11(p, k)) {
       s11[0] += static_cast<double>(l);
@@ -195,14 +203,14 @@ __global__ void __launch_bounds__(kRowThreads) soft_pu_fwd_kernel(
     block_sum(s11);
     rho = p.phi ? log_sum(block_merge(ms11)) - log(static_cast<double>(r.n11)) : s11[0] / r.n11;
   } else {
-    rho = r.partner >= 0 ? static_cast<double>(row[r.partner] * inv_tau) : 0.0;
+    rho = r.partner >= 0 ? static_cast<double>(rounded_logit(row[r.partner], inv_tau)) : 0.0;
   }
   const Ref<A> ref = Ref<A>::of(rho);
 
   A acc[2] = {A(0), A(0)};  // Σ_{P10} w (lse - ℓ), Σ_{P10} w
   for (std::int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
     if (r.skips(k) || !r.in_p10(p, k)) continue;
-    const A l = row[k] * inv_tau;
+    const A l = rounded_logit(row[k], inv_tau);
     const A w = r.fallback_pair(k) ? A(1) : rbf_weight(p, l, ref);
     acc[0] += w * (lse - l);
     acc[1] += w;
@@ -244,7 +252,7 @@ __global__ void __launch_bounds__(kRowThreads) soft_pu_bwd_kernel(
       row[k] = A(0);
       continue;
     }
-    const A l = row[k] * inv_tau;
+    const A l = rounded_logit(row[k], inv_tau);
     const A t = l - lse_j;
     const A e = acc_exp(t);
     A c = A(0);

@@ -47,6 +47,20 @@ def test_float32_no_worse_than_reference(shape, labels, options, close):
     checks.check_float32("cpu", "cpu", shape, labels, options, close)
 
 
+@pytest.mark.parametrize("labels", ["pseudo", "none"])
+def test_float32_backward_of_huge_logits_no_worse_than_reference(labels):
+    """The backward with random upstream gradients (it recomputes each row's softmax from the stored lse) at
+    logits up to ~10⁴, where one unit in the last place of ℓ is 10⁻³: its softmax must come from ℓ rounded as
+    the forward rounded it (a product contracted into ℓ − lse gives p ≈ 1.001 for a row's dominant pair)."""
+    options = SoftPUOptions(temperature=5e-5, rbf_sigma=2.0, rbf_space="phi")
+    problem = problem_for(Shape(65, 80, 2, 33), labels, options, dtype=torch.float32, seed=7)
+    grads = upstream(problem)
+    want = checks.truth(problem, options, *grads)
+    assert float(want[FIELDS.index("lse")].abs().max()) > 5e3  # the logits are as large as intended
+    checks.assert_no_worse_than_reference(outputs(*run("cpu", problem, options, *grads)),
+                                          checks.reference_in_dtype(problem, options, *grads), want)
+
+
 @pytest.mark.parametrize("tau", [0.05, 0.03])
 def test_phi_gradient_of_close_anchors_is_exact(tau):
     checks.check_phi_gradient_of_close_anchors("cpu", "cpu", tau)
