@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mkefast.kernels_report import _split_name, check
+from mkefast.kernels_report import MIN_SPILL_FREE, _split_name, check
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
@@ -67,6 +67,41 @@ def test_autotune_space_is_spill_free(tmp_path, arch, d, kernel, variant):
     assert [r["spill_bytes"] for r in records] == [0] * len(records)
     assert all(r["tensor_cores"] for r in records)
     assert all(r["exp_per_pair"] == pytest.approx(4.0, abs=0.2) for r in records), records
+
+
+@pytest.mark.parametrize(("kernel", "variant", "dtype", "arch", "d"), [
+    ("_soft_pu_phi_ref_kernel", "excl", "fp32", "90a", 128),  # spilled under ptxas's own register cap
+    ("_soft_pu_fwd_kernel", "none", "fp32", "90a", 128),  # the fp32 forward that needs the most registers
+    ("_soft_pu_fwd_kernel", "none", "bf16", "80", 64),  # RBF off: spilled 128-144 B when it summed W
+], ids=lambda v: str(v))
+def test_lighter_variants_and_fp32_are_spill_free(tmp_path, kernel, variant, dtype, arch, d):
+    """fp32 operands multiply on the FMA units, in configurations of their own that let ptxas use every register
+    (maxnreg 255), and the RBF-off forward keeps no weight sums: spill-free, at least two configurations."""
+    records = _records(["--arch", arch, "--d", str(d), "--dtype", dtype, "--kernels", kernel, "--variants", variant,
+                        "--space", "autotune", "--check"], tmp_path)
+    assert len(records) >= 2 and all(r["in_autotune_space"] for r in records)
+    assert [r["spill_bytes"] for r in records] == [0] * len(records)
+    fp32 = dtype == "fp32"
+    assert all(r["tensor_cores"] != fp32 for r in records)
+    assert all((r["config"].get("maxnreg") == 255) == fp32 for r in records)
+
+
+@pytest.mark.parametrize("kernel", ["_soft_pu_phi_ref_kernel", "_soft_pu_fwd_kernel", "_soft_pu_bwd_rows_kernel",
+                                    "_soft_pu_bwd_cols_kernel", "_soft_pu_bwd_atomic_kernel"])
+def test_pruning_keeps_each_dtype_to_its_configurations(kernel):
+    """On a GPU the autotuner times at least MIN_SPILL_FREE configurations at every d, the tensor-core ones for
+    bf16/fp16 (tf32 precision) and the maxnreg ones for fp32 (ieee); under the interpreter (this session) it runs
+    its one configuration whatever the dtype."""
+    from mkefast.kernels.triton import soft_pu
+
+    tuner = getattr(soft_pu, kernel)
+    compiled = soft_pu._compiled_configs("atomic" if "atomic" in kernel else "bwd" if "bwd" in kernel else "fwd")
+    for d in (16, 64, 128, 256, 1024):
+        for precision, maxnreg in (("tf32", None), ("ieee", 255)):
+            space = tuner.early_config_prune(compiled, {"D": d}, DOT_PRECISION=precision)
+            assert len(space) >= MIN_SPILL_FREE, (d, precision)
+            assert {c.maxnreg for c in space} == {maxnreg}, (d, precision)
+            assert tuner.early_config_prune(tuner.configs, {"D": d}, DOT_PRECISION=precision) == tuner.configs
 
 
 def test_check_flags_spills_and_thin_spaces():

@@ -9,8 +9,9 @@ stack frame), shared memory, whether the tile products run on the tensor cores, 
 it without `TRITON_INTERPRET=1`.
 
 A variant fixes a kernel's compile-time switches (RBF on/off, "phi" or "logit" weights, exclude_diagonal, which
-gradients; SINGLE_D (forward), BLOCK_D and the dot precision follow from d and the dtype as in `mkefast.backends.triton`);
-each is compiled for every configuration of its kernel's autotuning candidates (`candidate_configs`), and
+gradients; SINGLE_D (forward), BLOCK_D and the dot precision follow from d and the dtype as in
+`mkefast.backends.triton`); each is compiled for every configuration of its kernel's autotuning candidates
+(`candidate_configs`: those for the tensor cores and those for fp32 operands, whatever the dtype), and
 `in_autotune_space` says whether the kernel's own pruning keeps that configuration for this launch. The integer
 arguments carry the divisibility hints a launch would give them (pointers and d aligned to 16 bytes / elements
 when they are).
@@ -95,14 +96,16 @@ class KernelRecord:
 
 
 def config_dict(config: Any) -> dict[str, int]:
-    """A `triton.Config` as the plain dict the records carry: its meta-parameters, num_warps, num_stages."""
+    """A `triton.Config` as the plain dict the records carry: its meta-parameters, num_warps, num_stages, and
+    maxnreg where it sets one."""
+    maxnreg = {} if config.maxnreg is None else {"maxnreg": int(config.maxnreg)}
     return {**{k: int(v) for k, v in config.kwargs.items()}, "num_warps": int(config.num_warps),
-            "num_stages": int(config.num_stages)}
+            "num_stages": int(config.num_stages), **maxnreg}
 
 
 def _launch_choices(d: int, dtype: str) -> tuple[int, int, str, int]:
-    """(BLOCK_D of the forward pair kernel, of the streamed ones (backward, "phi" pre-pass), their dot precision, BLOCK_D of the cosine
-    kernels), as `mkefast.backends.triton` chooses them for a launch."""
+    """(BLOCK_D of the forward pair kernel, of the streamed ones (backward, "phi" pre-pass), their dot precision,
+    BLOCK_D of the cosine kernels), as `mkefast.backends.triton` chooses them for a launch."""
     import torch
     from mkefast.kernels.triton.cosine_rec import MAX_BLOCK_D
 
@@ -274,7 +277,8 @@ def compile_variant(variant: Variant, config: Any, arch: str, dtype: str, d: int
     compiled = compile_kernel(
         ASTSource(fn, signature, constexprs, attrs),
         target=GPUTarget("cuda", ARCHS[arch], 32),
-        options={"num_warps": config.num_warps, "num_stages": config.num_stages, "enable_fp_fusion": True},
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages, "enable_fp_fusion": True,
+                 **({} if config.maxnreg is None else {"maxnreg": config.maxnreg})},
     )
     seconds = time.perf_counter() - start
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

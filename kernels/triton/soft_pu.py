@@ -29,6 +29,8 @@ Forward (`_soft_pu_fwd_kernel`, grid = (anchor blocks, M)). docs/math.md, "Terms
     ulb_j = (1/n10) Σ_{P10} w_jk (lse_j - ℓ_jk)         = (W_j lse_j - WL_j) / n10
     S11_j = Σ_{P11} ℓ_jk,   W_j = Σ_{P10} w_jk,   WL_j = Σ_{P10} w_jk ℓ_jk
 
+With RBF off (w = 1 on P10) W_j is n10, which the host has counted: the kernel does not sum it (that sum, whose
+mask is then independent of ℓ, took the mask tiles into a second register layout and spilled registers).
 lse_j is only known after the last tile, but it factors out of both sums, so one pass accumulates S11, W, WL
 beside the online log-sum-exp (running max m and Σ exp2(u - m), rescaled by exp2(m_old - m_new) whenever the
 max grows, as in flash attention; while a row has seen no candidate, m = -inf and the rescale uses 0 instead,
@@ -87,17 +89,18 @@ anchor-gradient and τ partials into fp32 buffers with atomics: faster, but the 
 the last bits, vary from run to run.
 
 Feature blocks. ℓ is accumulated over d in BLOCK_D chunks, so any d works; in the forward, when one chunk
-covers d (SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop. The
+covers d (SINGLE_D), the tile of the streamed-over side's fixed operand is loaded once, before the loop (bf16 and
+fp16: fp32 operands always stream, in FMA_BLOCK_D chunks, which their registers hold without spilling). The
 backward kernels always stream (64-wide chunks, re-read from L1/L2): they also hold the gradient's fp32
 accumulator, and holding the operands too spills registers (`mkefast kernels`). A kernel that writes a gradient
 `[rows, d]` owns one BLOCK_DO-wide column block of it (program axis "d blocks"; BLOCK_DO is a tile parameter:
 narrower blocks hold less, but each recomputes its tiles of ℓ).
 
 Precision. Operands go to `tl.dot` in their own dtype (bf16/fp16 on the tensor cores) with fp32 accumulation;
-fp32 operands use `input_precision="ieee"` (exact fp32, no TF32). All statistics are fp32. Under the
-interpreter (INTERPRET) the operands are upcast to fp32 first, because its bf16 `dot` is wrong; G is still
-rounded to the input dtype first (to nearest, by `round_to`: the interpreter's own bf16 conversion does not),
-so the interpreter reproduces the GPU's rounding.
+fp32 operands use `input_precision="ieee"` (exact fp32, no TF32: FMA instructions, with their own tile
+configurations). All statistics are fp32. Under the interpreter (INTERPRET) the operands are upcast to fp32
+first, because its bf16 `dot` is wrong; G is still rounded to the input dtype first (to nearest, by `round_to`:
+the interpreter's own bf16 conversion does not), so the interpreter reproduces the GPU's rounding.
 
 Offsets. M·B·d exceeds 2^31 for large batches (B = 2^20, d = 256, M = 9), so every row offset is formed in
 int64 before the multiplication by d.
@@ -136,35 +139,60 @@ ROW_CONSTANTS = ("lse", "cp", "c11", "c10", "ref_u")
 # of the gradient block it accumulates ([rows, BLOCK_DO]), at most this many per kernel. ptxas's register file
 # is 255 per thread; the rest goes to the masks, the weights' temporaries, addresses and the operands. The
 # budgets are what `mkefast kernels` measures spill-free on sm_90a and sm_80 (Triton 3.6 and newer) for every
-# variant at d <= 256; a configuration over budget spills somewhere there and is pruned before autotuning.
+# variant and dtype at d <= 256; a configuration over budget spills somewhere there and is pruned before
+# autotuning. fp32 operands (products on the FMA units, `FMA_BLOCK_D`) have their own configurations and budget:
+# their forward takes 220-250 registers at 16 values per thread and 180-215 at 8, their backward 240-255 at 32.
 _BUDGET = {"ref": 16, "fwd": 32, "rows": 48, "cols": 48, "atomic": 40}
-# Within budget but measured spilling: (BLOCK_M, BLOCK_N, warps, BLOCK_DO) per kernel. Triton 3.9 for sm_80 keeps
-# an 8-byte stack frame in the column-parallel backward at 32 x 64 (128 registers, d = 64).
-_SPILLING = {"cols": {(32, 64, 8, 64)}}
+_FMA_BUDGET = {"ref": 8, "fwd": 8, "rows": 24, "cols": 24, "atomic": 32}
+# ptxas, left to itself, caps a kernel that needs a little more than 128 registers (256 threads) or 168 (128
+# threads) at that, so that one more block fits on a multiprocessor, and spills 8-40 bytes to get there. The fp32
+# configurations let it use the whole register file (.maxnreg 255): every fp32 kernel spilled so in some tile, the
+# phi pre-pass in each one on sm_90a. The tensor-core ones keep ptxas's choice (.maxnreg 255 takes the heaviest
+# atomic backward from 181 registers to 255 on sm_90a), and what it spills in a tile that is within budget is
+# measured here: {(BLOCK_M, BLOCK_N, warps, stages, BLOCK_DO): the launch's compile-time arguments under which it
+# spills ({}: all)} per kernel. Both are on sm_80 under Triton 3.9 at d = 64: the column-parallel backward (8
+# bytes) and the forward with RBF off (16 bytes).
+_FMA_MAXNREG = 255
+_SPILLING: dict[str, dict[tuple[int, ...], dict[str, object]]] = {
+    "cols": {(32, 64, 8, 2, 64): {}}, "fwd": {(64, 64, 8, 2): {"RBF": False}}}
+# (BLOCK_M, BLOCK_N, warps, stages) of the forward's candidates, (..., BLOCK_DO) of the backward's: for the tensor
+# cores, and for fp32 operands (smaller tiles). The atomic backward pipelines its 64 x 32 tile in 3 stages: with
+# 2, ptxas caps its RBF-off variant at 128 registers for sm_80 and spills 8 bytes (Triton 3.6); with 3 it takes 165.
+_SHAPES = {
+    "fwd": [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 3)],
+    "fwd_fma": [(64, 64, 8, 2), (64, 32, 4, 3), (64, 32, 8, 2), (32, 64, 8, 2), (32, 32, 4, 3)],
+    "bwd": [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 2, 64)],
+    "atomic": [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 3, 64)],
+}
+_SHAPES["bwd_fma"] = _SHAPES["atomic_fma"] = _SHAPES["bwd"]
 
 
-def _tile_configs(backward: bool = False) -> list[triton.Config]:
-    """Autotuning candidates of the pair kernels (the backward's also choose BLOCK_DO, the width of the gradient's
-    column block); `_prune` keeps those within the register budget. One config under the interpreter (nothing to
-    time there).
+def _compiled_configs(kind: str = "fwd") -> list[triton.Config]:
+    """Autotuning candidates of the pair kernels of `kind` ("fwd": the forward and the phi pre-pass, "bwd": the
+    deterministic backward, "atomic") when compiled (the backward's also choose BLOCK_DO, the width of the
+    gradient's column block), for the tensor cores and for fp32 operands (those with `_FMA_MAXNREG`); `_pruner`
+    keeps those of the launch's dtype within its register budget."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, **({"BLOCK_DO": do[0]} if do else {})}, num_warps=w,
+                          num_stages=s, maxnreg=maxnreg)
+            for shapes, maxnreg in ((_SHAPES[kind], None), (_SHAPES[f"{kind}_fma"], _FMA_MAXNREG))
+            for bm, bn, w, s, *do in shapes]
+
+
+def _tile_configs(kind: str = "fwd") -> list[triton.Config]:
+    """`_compiled_configs(kind)`, or one config under the interpreter (nothing to time there).
 
     The interpreter's tiles are small and unequal, so that the tests' small batches still span several tiles
     of each kind, and a mix-up of the two block sizes fails them; its 16-wide gradient blocks split every d > 16.
     """
     if INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, **({"BLOCK_DO": 16} if backward else {})},
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, **({"BLOCK_DO": 16} if kind != "fwd" else {})},
                               num_warps=4, num_stages=1)]
-    if not backward:
-        shapes = [(128, 128, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 2), (64, 32, 4, 3)]
-        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
-    shapes_do = [(64, 64, 4, 2, 64), (64, 64, 8, 2, 128), (64, 64, 8, 2, 64), (32, 64, 8, 2, 64), (64, 32, 8, 2, 64)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_DO": do}, num_warps=w, num_stages=s)
-            for bm, bn, w, s, do in shapes_do]
+    return _compiled_configs(kind)
 
 
 def tile_values_per_thread(kernel: str, config: triton.Config, d: int) -> float:
     """The fp32 values per thread that a configuration holds in `kernel` ("fwd", "rows", "cols", "atomic") at
-    feature size d: its ℓ tile, plus the gradient block it accumulates (`_BUDGET`)."""
+    feature size d: its ℓ tile, plus the gradient block it accumulates (`_BUDGET`, `_FMA_BUDGET`)."""
     if kernel == "ref":
         kernel = "fwd"
     bm, bn = config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
@@ -175,21 +203,40 @@ def tile_values_per_thread(kernel: str, config: triton.Config, d: int) -> float:
     return values / (32 * config.num_warps)
 
 
+def _spills(kernel: str, config: triton.Config, launch: dict[str, object]) -> bool:
+    """Whether `_SPILLING` lists this tensor-core configuration of `kernel` for a launch with these arguments."""
+    shape = (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages,
+             *([config.kwargs["BLOCK_DO"]] if "BLOCK_DO" in config.kwargs else []))
+    when = _SPILLING.get(kernel, {}).get(shape)
+    return when is not None and all(launch.get(k) == v for k, v in when.items())
+
+
 def _pruner(kernel: str):
     def prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
         d = int(named_args["D"])
+        fma = kwargs["DOT_PRECISION"] == "ieee"
+        budget = (_FMA_BUDGET if fma else _BUDGET)[kernel]
         # A gradient block wider than d only wastes lanes: the narrowest one that covers d does it all.
         widest = max(16, 1 << (d - 1).bit_length())
-        kept = [c for c in configs if tile_values_per_thread(kernel, c, d) <= _BUDGET[kernel]
+        # Under the interpreter the one configuration sets no maxnreg: for fp32 there is none of that kind, and it
+        # stays.
+        ours = [c for c in configs if (c.maxnreg == _FMA_MAXNREG) == fma] or configs
+        kept = [c for c in ours if tile_values_per_thread(kernel, c, d) <= budget
                 and ("BLOCK_DO" not in c.kwargs or c.kwargs["BLOCK_DO"] <= max(widest, 64))
-                and (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.kwargs.get("BLOCK_DO"))
-                not in _SPILLING.get(kernel, ())]
-        return kept or configs[-1:]
+                and (fma or not _spills(kernel, c, kwargs))]
+        return kept or ours[-1:]
     prune.__name__ = f"_prune_{kernel}"
     return prune
 
 
 _KEY = ["B_A", "B_C", "D"]
+
+# fp32 operands multiply on the FMA units (input_precision "ieee": no tensor cores), where each thread holds its
+# rows of both operands over the whole d chunk: a held `[BLOCK_M, d]` operand spills kilobytes at d = 128, and
+# 128-wide chunks hundreds of bytes (`mkefast kernels`), so they stream in chunks of 16 (tl.dot's narrowest).
+# Those products accumulate one k after the other into the same accumulator, so the chunk width does not change
+# a bit of ℓ: the forward and the backward still agree.
+FMA_BLOCK_D: tl.constexpr = tl.constexpr(16)
 
 
 @triton.jit
@@ -204,10 +251,21 @@ def _mma(a, b, acc, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
 @triton.jit
 def _dot_rows(a_base, a_rows, a_ok, b_base, b_rows, b_ok, D, BLOCK_D: tl.constexpr,
               DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
-    """Σ_d a[r, d] b[c, d] for the `[len(a_rows), len(b_rows)]` tile, looping over d in BLOCK_D chunks.
+    """Σ_d a[r, d] b[c, d] for the `[len(a_rows), len(b_rows)]` tile, looping over d in BLOCK_D chunks (FMA_BLOCK_D
+    ones for fp32 operands).
 
     a_rows / b_rows are int64 element offsets of the rows (row index × D).
     """
+    if DOT_PRECISION == "ieee":
+        acc = _dot_chunks(a_base, a_rows, a_ok, b_base, b_rows, b_ok, D, FMA_BLOCK_D, DOT_PRECISION, INTERPRET)
+    else:
+        acc = _dot_chunks(a_base, a_rows, a_ok, b_base, b_rows, b_ok, D, BLOCK_D, DOT_PRECISION, INTERPRET)
+    return acc
+
+
+@triton.jit
+def _dot_chunks(a_base, a_rows, a_ok, b_base, b_rows, b_ok, D, BLOCK_D: tl.constexpr,
+                DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr):
     acc = tl.zeros((a_rows.shape[0], b_rows.shape[0]), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)
@@ -398,7 +456,8 @@ def _soft_pu_fwd_kernel(
     z_base = z_ptr + mod * B_C * D
     s_rows = rows.to(tl.int64) * D
     d_cols = tl.arange(0, BLOCK_D)
-    if SINGLE_D:
+    HOLD_S: tl.constexpr = SINGLE_D and DOT_PRECISION != "ieee"  # fp32 streams (FMA_BLOCK_D)
+    if HOLD_S:
         s_tile = tl.load(s_ptr + s_rows[:, None] + d_cols[None, :], mask=row_ok[:, None] & (d_cols < D)[None, :],
                          other=0.0)
 
@@ -411,7 +470,7 @@ def _soft_pu_fwd_kernel(
         cols = k0 + tl.arange(0, BLOCK_N)
         col_ok = cols < B_C
         z_rows = cols.to(tl.int64) * D
-        if SINGLE_D:
+        if HOLD_S:
             z_tile = tl.load(z_base + z_rows[:, None] + d_cols[None, :],
                              mask=col_ok[:, None] & (d_cols < D)[None, :], other=0.0)
             acc = _mma(s_tile, tl.trans(z_tile), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
@@ -437,10 +496,10 @@ def _soft_pu_fwd_kernel(
         if RBF:
             w = tl.where(p10, _rbf_weight(u, ref[:, None], fallback[:, None] & diag, rbf_scale, log2_sigma, PHI),
                          0.0)
-        else:
-            w = p10.to(tl.float32)
-        w_sum += tl.sum(w, axis=1)
-        wu += tl.sum(tl.where(p10, w * u, 0.0), axis=1)
+            w_sum += tl.sum(w, axis=1)
+            wu += tl.sum(tl.where(p10, w * u, 0.0), axis=1)
+        else:  # w = 1: W = n10 (after the loop)
+            wu += tl.sum(tl.where(p10, u, 0.0), axis=1)
 
     # lse = ℓ_max + log l in natural units, with ℓ_max = m ln 2 rounded exactly as the backward rounds every
     # ℓ = u ln 2 (the select keeps the compiler from fusing that product into the sum): the row's dominant pair
@@ -448,6 +507,8 @@ def _soft_pu_fwd_kernel(
     lse = tl.where(m_i == float("-inf"), float("-inf"), m_i * LN2) + tl.log2(l_i) * LN2
     n11 = tl.load(n11_ptr + rows, mask=row_ok, other=0.0)
     n10 = tl.load(n10_ptr + rows, mask=row_ok, other=0.0)
+    if not RBF:
+        w_sum = n10
     inv10 = 1.0 / tl.maximum(n10, 1.0)
     lb = tl.where(n11 > 0, lse - s11 * LN2 / tl.maximum(n11, 1.0), 0.0)
     ulb = tl.where(n10 > 0, (w_sum * lse - wu * LN2) * inv10, 0.0)
@@ -495,7 +556,7 @@ def _tile_terms(acc, cols, col_ok, cls_k, lab_k, partner, cls_j, lab_j, fallback
                        p10, rbf_scale, log2_sigma, RBF, PHI)
 
 
-@triton.autotune(configs=_tile_configs(backward=True), key=_KEY,
+@triton.autotune(configs=_tile_configs("bwd"), key=_KEY,
                  prune_configs_by={"early_config_prune": _pruner("rows")})
 @triton.jit
 def _soft_pu_bwd_rows_kernel(
@@ -588,7 +649,7 @@ def _anchor_block_tile(s_ptr, z_base, z_rows, cols, col_ok, cls_k, lab_k, a_cls_
     return cp[:, None] * p - q, p, ell, s_out, rows, row_ok, s_rows
 
 
-@triton.autotune(configs=_tile_configs(backward=True), key=_KEY,
+@triton.autotune(configs=_tile_configs("bwd"), key=_KEY,
                  prune_configs_by={"early_config_prune": _pruner("cols")})
 @triton.jit
 def _soft_pu_bwd_cols_kernel(
@@ -630,7 +691,7 @@ def _soft_pu_bwd_cols_kernel(
              mask=col_ok[:, None] & d_ok[None, :])
 
 
-@triton.autotune(configs=_tile_configs(backward=True), key=_KEY, reset_to_zero=["grad_s_ptr", "tau_ptr"],
+@triton.autotune(configs=_tile_configs("atomic"), key=_KEY, reset_to_zero=["grad_s_ptr", "tau_ptr"],
                  prune_configs_by={"early_config_prune": _pruner("atomic")})
 @triton.jit
 def _soft_pu_bwd_atomic_kernel(
