@@ -123,7 +123,11 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         ckpt = tmp_path / f"ckpt-{sig.name}"
         out = tmp_path / f"{sig.name}.json"
         run = [*args, str(out), "--checkpoint-dir", str(ckpt)]
-        proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A shell that starts a job in the background without job control (`cmd &` in a script, as a CI runner
+        # may) ignores SIGINT in it and all it starts, and Python then never raises KeyboardInterrupt: the child
+        # gets SIGINT's default back, whatever launched the tests.
+        proc = subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
         while not list(ckpt.glob("*noisy_student.pt")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
