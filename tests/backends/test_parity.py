@@ -1,4 +1,4 @@
-"""Every fast backend against the reference oracle, on the spec's full matrix of cases.
+"""Every fast backend against the reference oracle, on the full matrix of cases (docs/math.md).
 
 Float64 is compared tightly. For lower precisions the rule of docs/math.md ("How the backends are checked")
 applies: the backend's error against a

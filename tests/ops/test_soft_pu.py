@@ -1,4 +1,4 @@
-"""The public soft-PU op on the reference backend: the spec's math, its special cases, gradients, errors."""
+"""The public soft-PU op on the reference backend: the math of docs/math.md, its special cases, gradients, errors."""
 
 from __future__ import annotations
 
