@@ -142,6 +142,18 @@ inline double pair_weight(const SoftPUParams& p, const Anchor& a, std::int64_t k
 }
 
 // Scales a row of dots into logits in place and returns their max.
+// ℓ = dot · (1/τ), rounded to T and stored, in a pass of its own: every pass that subtracts from ℓ (ℓ − max,
+// ℓ − lse) reads the same rounded value. Formed inside the subtraction, the product would be contracted into
+// an FMA of the unrounded one in one pass and not in another, an inconsistency of ulp(ℓ) in every softmax
+// (measured in float32: 3.8e-6 relative at |ℓ| = 87; at |ℓ| ≈ 10⁴, where ulp(ℓ) ≈ 10⁻³, gradient errors 4-12x
+// the reference's).
+template <typename T>
+inline void scale(T* row, std::int64_t cols, T inv_tau) {
+#pragma omp simd
+  for (std::int64_t k = 0; k < cols; ++k) row[k] *= inv_tau;
+}
+
+// `scale`, returning the row's max.
 template <typename T>
 inline T scale_and_max(T* row, std::int64_t cols, T inv_tau) {
   T mx = -std::numeric_limits<T>::infinity();
@@ -354,11 +366,7 @@ double bwd_row(const SoftPUParams& p, const Anchor& a, T* row, std::int64_t cols
   const double c11 = a.n11 > 0 ? g11 / a.n11 : 0.0;
   const double c10 = a.n10 > 0 ? g10 / a.n10 : 0.0;
   const Reference ref = reference_window(p, rho);
-  // ℓ = dot · (1/τ) rounded to T, in a pass of its own, exactly as the forward formed the lse from it: inside
-  // ℓ − lse the product would be contracted into an FMA, and the softmax here would be formed from the unrounded
-  // ℓ (an error of ulp(ℓ) in every p, 1.7x the fused path's at |ℓ| ≈ 250 in float32, measured).
-#pragma omp simd
-  for (std::int64_t k = 0; k < cols; ++k) row[k] = row[k] * inv_tau;
+  scale(row, cols, inv_tau);  // ℓ as the forward rounded it
   double tau_sparse = 0.0, corr_sum = 0.0;
   const auto coefficient = [&](std::int64_t k) {
     const double l = static_cast<double>(row[k]);
@@ -540,9 +548,8 @@ void sym_cols_chunk(const SoftPUChunk<T>& c, T* col_max, double* col_sum, int th
 }
 
 // The forward of one (row, modality) segment: raw dots in; out, the logits (general, for the column pass) or
-// e = exp(ℓ − R) (bounded). Every pass forms ℓ = dot · (1/τ) rounded to T, as a separate pass over the row, and
-// subtracts from that: an FMA contracted into ℓ − lse would use the unrounded product in one pass and not in
-// the other, an inconsistency of ulp(ℓ) in every softmax (3.8e-6 relative at |ℓ| = 87, measured). Writes the row's lse (double), ref = ℓ_jj and ulb = lse − ℓ_jj (lb = 0, a_ulb = 1).
+// e = exp(ℓ − R) (bounded), ℓ formed by `scale`. Writes the row's lse (double), ref = ℓ_jj and ulb = lse − ℓ_jj
+// (lb = 0, a_ulb = 1).
 template <bool kBounded, typename T>
 void sym_fwd_row(T* row, std::int64_t cols, std::int64_t partner, T inv_tau, T bound, const SoftPURows<T>& out,
                  double* row_lse, std::int64_t at) {
@@ -606,8 +613,7 @@ double sym_grad_row(T* row, std::int64_t cols, std::int64_t j, double inv_tau_d,
   const T* hi = sym.lse_col_hi + col0;
   const T* lo = sym.lse_col_lo + col0;
   const T* g_col = sym.grad_col + col0;
-#pragma omp simd
-  for (std::int64_t k = 0; k < cols; ++k) row[k] *= inv_tau;  // ℓ rounded, as the forward formed it
+  scale(row, cols, inv_tau);  // ℓ as the forward rounded it
   const double diag = static_cast<double>(row[j]);
   const T lse_hi = static_cast<T>(lse), lse_lo = static_cast<T>(lse - static_cast<double>(lse_hi));
   double s_row = 0.0, s_col = 0.0;
