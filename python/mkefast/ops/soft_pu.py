@@ -91,6 +91,19 @@ class SoftPUProblem(NamedTuple):
     config: SoftPUConfig
 
 
+def _refuse_double_backward(backend: str) -> None:
+    """The fused backends' backward is not itself differentiable: say so where autograd would record it."""
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"mkefast: the {backend!r} backend's backward is not itself differentiable: double backward "
+            "(create_graph=True) and torch.func transforms need backend='reference' (docs/math.md, Gradients)")
+
+
+def _tensor_temperature(temperature: float | Tensor) -> Tensor:
+    """τ as the custom ops take it: a tensor (a float becomes a 0-d float64 one)."""
+    return temperature if isinstance(temperature, Tensor) else torch.scalar_tensor(temperature, dtype=torch.float64)
+
+
 class SoftPULossFunction(torch.autograd.Function):
     """One direction of the op on a fused backend: `(lb, ulb, lse, ref, a_ulb)`, each `[M, B_a]`.
 
@@ -132,11 +145,7 @@ class SoftPULossFunction(torch.autograd.Function):
         none = (None, None, None, None)
         if not any(needs):
             return (None, None, None, *none)
-        if torch.is_grad_enabled():
-            raise NotImplementedError(
-                f"mkefast: the {ctx.config.backend!r} backend's backward is not itself differentiable: double "
-                "backward (create_graph=True) and torch.func transforms need backend='reference' "
-                "(docs/math.md, Gradients)")
+        _refuse_double_backward(ctx.config.backend)
         lb = stats[0]
         grad_lb = torch.zeros_like(lb) if grad_lb is None else grad_lb.to(lb.dtype)
         grad_ulb = torch.zeros_like(lb) if grad_ulb is None else grad_ulb.to(lb.dtype)
@@ -179,11 +188,7 @@ class SymmetricInfoNCEFunction(torch.autograd.Function):
         needs = [bool(n) for n in ctx.needs_input_grad[:3]]
         if not any(needs):
             return (None, None, None, None, None)
-        if torch.is_grad_enabled():
-            raise NotImplementedError(
-                f"mkefast: the {ctx.config.backend!r} backend's backward is not itself differentiable: double "
-                "backward (create_graph=True) and torch.func transforms need backend='reference' "
-                "(docs/math.md, Gradients)")
+        _refuse_double_backward(ctx.config.backend)
         grad_ulb = torch.zeros_like(lse) if grad_ulb is None else grad_ulb
         grad_ulb_rev = torch.zeros_like(lse) if grad_ulb_rev is None else grad_ulb_rev
         grads = iter(torch.ops.mkefast.soft_pu_sym_bwd(anchors, candidates, list(targets), temperature,
@@ -297,7 +302,7 @@ def direction_terms(
         options = config.options(math.nan if tensor_tau is not None else temperature)  # type: ignore[arg-type]
         stats = reference.soft_pu_terms(anchors, candidates, unpacked, options, tensor_tau)
         return stats.lb, stats.ulb
-    tau = temperature if isinstance(temperature, Tensor) else torch.scalar_tensor(temperature, dtype=torch.float64)
+    tau = _tensor_temperature(temperature)
     lb, ulb, *_ = SoftPULossFunction.apply(anchors.contiguous(), candidates.contiguous(), tau, targets, diag_offset,
                                           config, _precompute(config, anchors, candidates, tau))
     return lb, ulb
@@ -319,11 +324,10 @@ def soft_pu_terms(problem: SoftPUProblem, diag_offset: int = 0) -> tuple[Tensor,
     targets = targets_of(problem, diag_offset)
     config = problem.config
     if (config.symmetric and config.partner_only and not config.exclude_diagonal and diag_offset == 0
-            and config.backend != "reference" and has_symmetric_pass(config.backend)):
-        tau = problem.temperature
-        tau = tau if isinstance(tau, Tensor) else torch.scalar_tensor(tau, dtype=torch.float64)
+            and has_symmetric_pass(config.backend)):
         ulb, ulb_rev, *_ = SymmetricInfoNCEFunction.apply(problem.anchors.contiguous(),
-                                                          problem.candidates.contiguous(), tau, targets, config)
+                                                          problem.candidates.contiguous(),
+                                                          _tensor_temperature(problem.temperature), targets, config)
         return torch.zeros_like(ulb), 0.5 * (ulb + ulb_rev)
     args = (targets, problem.temperature, diag_offset, config)
     lb, ulb = direction_terms(problem.anchors, problem.candidates, *args)
